@@ -1,0 +1,248 @@
+"""Named fibers, their registry, and the Runtime that owns them.
+
+A Fiber is a gevent Greenlet with an id, a name, a creation time, fiber-local storage and
+CPU counters. The Runtime is the one registry of live fibers (read by `fiberapp top`, the
+console and the HTTP API); a fiber leaves it when it dies, and the runtime keeps counters
+of how many were spawned and died.
+
+Contracts:
+- spawn() schedules the fiber; it first runs when the spawner yields (Tarantool's
+  fiber.new). Every fiber has a name (the function's name unless one is given).
+- status is "running" for the fiber that is executing, "suspended" for one that is ready
+  or waiting, "dead" once it has finished, failed or been cancelled.
+- cancel() is asynchronous: errors.Cancelled (a BaseException) is raised in the fiber at
+  its next yield. join() then raises FiberCancelled in the joiner.
+- join(timeout) returns the fiber's result or re-raises its exception; FiberTimeout when
+  the timeout (measured by the runtime's clock) passes first.
+"""
+import itertools
+
+import gevent
+from gevent.hub import Waiter, get_hub
+from greenlet import GreenletExit, getcurrent
+
+from .clock import SystemClock
+from .errors import Cancelled, FiberCancelled, FiberError, FiberTimeout
+
+MAX_NAME = 255
+
+
+def current_fiber():
+    """The running Fiber, or None outside fibers (main greenlet, hub, plain greenlets).
+
+    Called for every log record, so it is one C call and one isinstance check.
+    """
+    g = getcurrent()
+    return g if isinstance(g, Fiber) else None
+
+
+def _check_name(name):
+    if not isinstance(name, str):
+        raise FiberError(f"a fiber name must be a str, not {type(name).__name__}")
+    if not name or len(name) > MAX_NAME:
+        raise FiberError(f"a fiber name must be 1..{MAX_NAME} characters, got {len(name)}")
+    return name
+
+
+class Fiber(gevent.Greenlet):
+    """A named greenlet owned by a Runtime. Create with Runtime.spawn()."""
+
+    def __init__(self, runtime, fn, args, kwargs, name):
+        super().__init__()
+        self._fn = fn
+        self._fargs = args
+        self._fkwargs = kwargs
+        self.runtime = runtime
+        self.id = next(runtime._ids)
+        self.name = name
+        self.created_at = runtime.clock.time()
+        self.cancelled = False
+        self._storage = None
+        # CPU accounting (written by accounting.SwitchTracer on every switch).
+        self.cpu_time = 0.0
+        self.switches = 0
+        self.cpu_window = 0.0
+        self.cpu_instant = 0.0
+        self.cpu_average = 0.0
+
+    def _run(self):
+        try:
+            return self._fn(*self._fargs, **self._fkwargs)
+        finally:
+            self._fn = self._fargs = self._fkwargs = None
+            self.runtime._forget(self)
+
+    def __repr__(self):
+        return f"<Fiber {self.id} {self.name!r} {self.status}>"
+
+    @property
+    def status(self):
+        if self.ready():
+            return "dead"
+        if getcurrent() is self:
+            return "running"
+        return "suspended"
+
+    @property
+    def storage(self):
+        """Fiber-local dict, created on first use, dropped with the fiber."""
+        if self._storage is None:
+            self._storage = {}
+        return self._storage
+
+    def cancel(self):
+        """Ask the fiber to stop: Cancelled is raised in it at its next yield. Never blocks."""
+        if self.ready():
+            return
+        self.cancelled = True
+        self.kill(Cancelled, block=False)
+        if self.ready():  # killed before it ever ran: its _run will never clean up
+            self.runtime._forget(self)
+
+    def join(self, timeout=None):
+        """Wait for the fiber to end; return its result or raise its error.
+
+        Raises FiberTimeout if `timeout` seconds (runtime clock) pass first, FiberCancelled
+        if the fiber was cancelled, FiberError if a fiber tries to join itself.
+        """
+        if not self.ready():
+            if getcurrent() is self:
+                raise FiberError(f"fiber {self.id} ({self.name}) cannot join itself")
+            if timeout is not None and timeout <= 0:
+                raise FiberTimeout(f"fiber {self.id} ({self.name}) is still running")
+            _wait_dead(self, self.runtime.clock, timeout)
+            if not self.ready():
+                raise FiberTimeout(f"fiber {self.id} ({self.name}) did not finish within {timeout} s")
+        if self.successful():
+            value = self.value
+            if isinstance(value, GreenletExit):
+                raise FiberCancelled(f"fiber {self.id} ({self.name}) was cancelled")
+            return value
+        raise self.exception
+
+
+def _wait_dead(glet, clock, timeout):
+    """Block until glet is ready or timeout (clock seconds) passes; returns nothing."""
+    hub = get_hub()
+    waiter = Waiter(hub)
+    fired = []
+
+    def wake(_=None):
+        if not fired:  # one switch only: the link and the timer may both fire
+            fired.append(True)
+            hub.loop.run_callback(waiter.switch, None)
+
+    glet.rawlink(wake)
+    timer = clock.call_later(timeout, wake) if timeout is not None else None
+    try:
+        waiter.get()
+    finally:
+        glet.unlink(wake)
+        if timer is not None:
+            timer.cancel()
+
+
+class Runtime:
+    """Owns the fibers of one process: registry, counters, CPU accounting, watchdog.
+
+    clock            SystemClock by default; tests pass a FakeClock.
+    watchdog_limit   seconds a fiber may hold the loop before the watchdog reports it
+                     (0 or None disables the watchdog).
+    cpu_accounting   per-fiber CPU time and switch counts (a greenlet trace hook).
+    top_window       seconds per window for the "instant" share in top().
+    """
+
+    def __init__(self, clock=None, watchdog_limit=0.1, cpu_accounting=True, top_window=1.0):
+        self.clock = clock if clock is not None else SystemClock()
+        self.watchdog_limit = watchdog_limit
+        self.cpu_accounting = cpu_accounting
+        self.top_window = top_window
+        self._ids = itertools.count(1)
+        self._fibers = {}
+        self.spawned = 0
+        self.died = 0
+        self.supervisor_restarts = 0
+        self._tracer = None
+        self.watchdog = None
+        self._started = False
+
+    # -- fibers ----------------------------------------------------------------------------
+    def spawn(self, fn, *args, name=None, **kwargs):
+        """Create a fiber running fn(*args, **kwargs) and schedule it; returns the Fiber."""
+        if not callable(fn):
+            raise FiberError(f"spawn() needs a callable, not {type(fn).__name__}")
+        if name is None:
+            name = getattr(fn, "__name__", None) or type(fn).__name__
+        fiber = Fiber(self, fn, args, kwargs, _check_name(name))
+        self._fibers[fiber.id] = fiber
+        self.spawned += 1
+        fiber.start()
+        return fiber
+
+    def _forget(self, fiber):
+        if self._fibers.pop(fiber.id, None) is not None:
+            self.died += 1
+
+    def fibers(self):
+        """Live fibers, oldest first."""
+        return list(self._fibers.values())
+
+    def find(self, fiber_id):
+        """The live fiber with this id, or None."""
+        return self._fibers.get(fiber_id)
+
+    def sleep(self, seconds):
+        """Suspend the calling fiber for `seconds` of clock time; checks cancellation."""
+        self.testcancel()
+        self.clock.sleep(seconds)
+        self.testcancel()
+
+    def yield_(self):
+        """Let every other ready fiber run once; checks cancellation."""
+        self.sleep(0)
+
+    @staticmethod
+    def testcancel():
+        """Raise Cancelled if the current fiber was cancelled (even if it caught it once)."""
+        fiber = current_fiber()
+        if fiber is not None and fiber.cancelled:
+            raise Cancelled()
+
+    def stats(self):
+        """Counters for metrics and the API (a fresh dict of plain numbers)."""
+        watchdog = self.watchdog
+        return {
+            "fibers": len(self._fibers),
+            "spawned": self.spawned,
+            "died": self.died,
+            "supervisor_restarts": self.supervisor_restarts,
+            "watchdog_reports": watchdog.reports if watchdog is not None else 0,
+            "watchdog_limit": self.watchdog_limit or 0.0,
+            "cpu_accounting": bool(self._tracer is not None and self._tracer.accounting),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self):
+        """Install CPU accounting and start the watchdog (idempotent)."""
+        self._started = True
+
+    def stop(self, timeout=5.0):
+        """Cancel every fiber and wait up to `timeout` (clock seconds) for all to die.
+
+        Returns the fibers still alive afterwards (empty when everything stopped). The
+        calling fiber is not cancelled.
+        """
+        me = getcurrent()
+        victims = [f for f in self._fibers.values() if f is not me]
+        for fiber in victims:
+            fiber.cancel()
+        deadline = None if timeout is None else self.clock.monotonic() + timeout
+        for fiber in victims:
+            if fiber.ready():
+                continue
+            left = None if deadline is None else deadline - self.clock.monotonic()
+            if left is not None and left <= 0:
+                break
+            _wait_dead(fiber, self.clock, left)
+        self._started = False
+        return [f for f in victims if not f.ready()]
