@@ -1,0 +1,66 @@
+"""How the App builds each part from the config: the HTTP server and API, the queue store with
+its persistence, the database clients, the console. Kept apart from app.py so the lifecycle
+reads on one screen and each builder can be read (and replaced in tests) on its own."""
+import logging
+
+log = logging.getLogger("fiberapp")
+
+
+def build_http(app):
+    """The router (API routes installed, gated while the server is not running) and the server."""
+    from fiberapp import api
+    from fiberapp.http.router import Router
+    from fiberapp.http.server import HTTPServer
+
+    cfg = app.config
+    router = Router()
+    api.install(router, app=app)
+    host, port = cfg.listen_address
+    server = HTTPServer(router, host=host, port=port, registry=app.registry, **cfg.http)
+    return router, server
+
+
+def open_store(app):
+    """Recover the queue store from the data directory (or build an empty in-memory one for
+    wal_mode = none); returns (store, persistence or None)."""
+    from queues.persist import open_store as open_persistent
+
+    cfg = app.config
+    return open_persistent(
+        cfg.data_dir, clock=app.clock, runtime=app.runtime, wal_mode=cfg.wal_mode,
+        max_task_size=cfg.max_task_size, wal_max_size=cfg.wal_max_size,
+        checkpoint_interval=cfg.checkpoint_interval, checkpoint_count=cfg.checkpoint_count,
+        checkpoint_wal_threshold=cfg.checkpoint_wal_threshold, force_recovery=cfg.force_recovery)
+
+
+def open_databases(app):
+    """PostgreSQL pools ([pg], and named ones as [pg.NAME] sub-tables) and Redis ([redis]),
+    opened only when configured. Returns (default pg pool or None, {name: pool}, redis or None)."""
+    cfg = app.config
+    pgs, default_pg, redis = {}, None, None
+    if cfg.pg is not None:
+        from fiberapp.db.pg import PgPool
+
+        named = {k: v for k, v in cfg.pg.items() if isinstance(v, dict)}
+        base = {k: v for k, v in cfg.pg.items() if not isinstance(v, dict)}
+        if base:
+            pgs["default"] = PgPool.from_config(base, app.runtime, name="default")
+        for name, section in named.items():
+            pgs[name] = PgPool.from_config(section, app.runtime, name=name)
+        for pool in pgs.values():
+            pool.open()
+        default_pg = pgs.get("default")
+    if cfg.redis is not None:
+        from fiberapp.db.redis import RedisClient
+
+        redis = RedisClient.from_config(cfg.redis, app.runtime)
+        redis.open()
+    return default_pg, pgs, redis
+
+
+def start_console(app):
+    from fiberapp.console import ConsoleServer
+
+    console = ConsoleServer(app, app.config.console_path)
+    console.start()
+    return console
