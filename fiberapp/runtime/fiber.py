@@ -223,8 +223,34 @@ class Runtime:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self):
-        """Install CPU accounting and start the watchdog (idempotent)."""
+        """Install the switch hook (CPU accounting) and start the watchdog. Idempotent.
+
+        Call from the loop's thread; the hook is per thread.
+        """
+        if self._started:
+            return
+        from .accounting import SwitchTracer
+        from .watchdog import Watchdog
+
+        if self.cpu_accounting or self.watchdog_limit:
+            hub = get_hub()
+            self._tracer = SwitchTracer(self, accounting=self.cpu_accounting, window=self.top_window)
+            self._tracer.install(hub)
+            if self.watchdog_limit:
+                self.watchdog = Watchdog(self._tracer, self.watchdog_limit, hub)
+                self.watchdog.start()
         self._started = True
+
+    def top(self):
+        """CPU rows for `fiberapp top` and the API, busiest first (see accounting.SwitchTracer.top).
+
+        Without accounting every row reads zero (the fibers are still listed).
+        """
+        if self._tracer is not None and self._tracer.accounting:
+            return self._tracer.top()
+        rows = [{"id": f.id, "name": f.name, "status": f.status, "cpu_time": 0.0,
+                 "switches": 0, "instant": 0.0, "average": 0.0} for f in self._fibers.values()]
+        return rows
 
     def stop(self, timeout=5.0):
         """Cancel every fiber and wait up to `timeout` (clock seconds) for all to die.
@@ -244,5 +270,9 @@ class Runtime:
             if left is not None and left <= 0:
                 break
             _wait_dead(fiber, self.clock, left)
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self._tracer is not None:
+            self._tracer.uninstall()
         self._started = False
         return [f for f in victims if not f.ready()]
