@@ -100,12 +100,16 @@ def snapshot(cfg):
 
 
 def render_top(rows, width):
-    header = f"{'ID':>6} {'NAME':<32} {'STATUS':<10} {'CPU s':>10} {'CPU %':>7} {'SWITCHES':>10}"
+    """The table `fiberapp top` prints: share of the loop in the last window (NOW) and its
+    moving average (AVG), CPU seconds since start, context switches."""
+    header = f"{'ID':>6} {'NAME':<32} {'STATUS':<10} {'NOW %':>7} {'AVG %':>7} {'CPU s':>10} {'SWITCHES':>10}"
     lines = [header]
     for row in rows:
-        lines.append(f"{row.get('id', ''):>6} {str(row.get('name', ''))[:32]:<32} "
-                     f"{row.get('status', ''):<10} {row.get('cpu_time', 0.0):>10.3f} "
-                     f"{100.0 * row.get('cpu_share', 0.0):>6.1f}% {row.get('switches', 0):>10}")
+        fid = row.get("id")
+        lines.append(f"{'-' if fid is None else fid:>6} {str(row.get('name', ''))[:32]:<32} "
+                     f"{row.get('status', ''):<10} {row.get('instant', 0.0):>7.1f} "
+                     f"{row.get('average', 0.0):>7.1f} {row.get('cpu_time', 0.0):>10.3f} "
+                     f"{row.get('switches', 0):>10}")
     return "\n".join(line[:width] for line in lines)
 
 
