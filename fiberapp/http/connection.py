@@ -1,0 +1,399 @@
+"""One client connection: read, parse (httptools/llhttp), answer in order, repeat.
+
+This is the server's hot loop; the tricks it uses, and why:
+
+- One receive buffer per *server*, not per connection: recv_into() fills it and
+  feed_data() consumes it with no yield in between (the parser copies what it keeps), so
+  connections can share it and an idle connection costs no buffer memory.
+- Everything parsed from one recv is answered with one sendall (pipelining: responses in
+  request order, one syscall for the batch).
+- Timeouts are one lazily re-armed clock timer per connection: moving a deadline later is
+  an attribute store; the timer, when it fires, re-arms itself for the current deadline
+  or, if that has passed, shuts the socket down, which wakes the blocked recv/sendall.
+  Because it goes through the server's clock, tests drive it with a FakeClock.
+- While a handler runs there is no deadline (long polls may wait as long as they like);
+  the client going away is detected with a non-blocking MSG_PEEK (Request.disconnected)
+  or, for handlers that wait, an io watcher on the socket (Request.on_disconnect /
+  cancel_on_disconnect).
+
+Nothing a client sends escapes this module as an exception: malformed input gets a 400,
+oversize input 431/413, and in each case the connection closes.
+"""
+import logging
+import socket as _socket
+
+import gevent
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from .errors import BadRequest, ClientDisconnected
+from .request import Request, decode_path
+from .response import error_response
+
+log = logging.getLogger("fiberapp.http")
+
+_PEEK = _socket.MSG_PEEK | _socket.MSG_DONTWAIT
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing: the request breaks a limit."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Connection:
+    __slots__ = (
+        "server", "sock", "addr", "parser", "_ready", "_url", "_headers", "_body", "_body_size",
+        "_hdr_size", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
+        "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_watches", "_closed", "_max_header", "_max_body",
+    )
+
+    def __init__(self, server, sock, addr):
+        self.server = server
+        self.sock = sock
+        self.addr = addr
+        self.parser = HttpRequestParser(self)
+        self._ready = []
+        self._in_message = False
+        self._in_headers = False
+        self._deadline = None
+        self._timer = None
+        self._timer_at = None
+        self._idle = True       # waiting for the first byte of a request
+        self._busy = False      # a handler is running
+        self._watches = None
+        self._closed = False
+        self._max_header = server.config.max_header_size
+        self._max_body = server.config.max_body_size
+
+    # -- parser callbacks (called from inside feed_data; they must not yield) -------
+    def on_message_begin(self):
+        self._in_message = True
+        self._in_headers = True
+        self._url = b""
+        self._headers = []
+        self._body = None
+        self._body_size = 0
+        self._hdr_size = 0
+        self._expect = False
+        self._continue_sent = False
+        self._hdr_clock = False  # the header deadline starts at a request's first byte
+
+    def on_url(self, url):
+        self._url += url
+        self._hdr_size += len(url)
+        if self._hdr_size > self._max_header:
+            raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
+
+    def on_header(self, name, value):
+        self._hdr_size += len(name) + len(value) + 4
+        if self._hdr_size > self._max_header:
+            raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
+        self._headers.append((name, value))
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            # Refuse before reading (or inviting, with 100-continue) the body.
+            if value.strip().isdigit() and int(value) > self._max_body:
+                raise _Reject(413, "payload_too_large", f"body larger than {self._max_body} bytes")
+        elif n == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
+            self._expect = True
+
+    def on_headers_complete(self):
+        self._in_headers = False
+
+    def on_body(self, data):
+        self._body_size += len(data)
+        if self._body_size > self._max_body:
+            raise _Reject(413, "payload_too_large", f"body larger than {self._max_body} bytes")
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+
+    def on_message_complete(self):
+        p = self.parser
+        body = self._body
+        self._ready.append((
+            p.get_method(), self._url, self._headers,
+            b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
+            p.get_http_version(), p.should_keep_alive(),
+        ))
+        self._in_message = False
+
+    # -- the loop -------------------------------------------------------------------
+    def serve(self):
+        server = self.server
+        clock = server.clock
+        config = server.config
+        sock = self.sock
+        buf, view = server.buffer, server.view
+        recv_into = sock.recv_into
+        feed = self.parser.feed_data
+        ready = self._ready
+        self._set_deadline(clock.monotonic() + config.header_timeout)
+        try:
+            while True:
+                try:
+                    n = recv_into(buf)
+                except OSError:
+                    return
+                if not n:
+                    return
+                self._idle = False
+                error = None
+                upgrade = False
+                try:
+                    feed(view[:n])
+                except HttpParserCallbackError as exc:
+                    ctx = exc.__context__
+                    if isinstance(ctx, _Reject):
+                        error = error_response(ctx.status, ctx.code, ctx.message)
+                    else:
+                        error = error_response(400, "bad_request", "malformed request")
+                except HttpParserUpgrade:
+                    # No protocol upgrades (websocket, h2c): the upgrade request is answered
+                    # as plain HTTP (the Upgrade header ignored), then the connection closes.
+                    upgrade = True
+                except HttpParserError as exc:
+                    error = error_response(400, "bad_request", f"malformed request: {exc}")
+                if ready:
+                    keep = self._answer(ready, upgrade)
+                    ready.clear()
+                    if not keep:
+                        return
+                if error is not None:
+                    self._send(error.head(server.date_line(), False) + error.body)
+                    return
+                if upgrade:
+                    return
+                if self._in_message:
+                    now = clock.monotonic()
+                    if self._in_headers:
+                        if not self._hdr_clock:
+                            self._hdr_clock = True
+                            self._set_deadline(now + config.header_timeout)
+                    else:
+                        self._set_deadline(now + config.body_timeout)
+                        if self._expect and not self._continue_sent and self.parser.get_http_version() == "1.1":
+                            self._continue_sent = True
+                            self._send(_CONTINUE)
+                else:
+                    self._idle = True
+                    if server.stopping:
+                        return
+        except ClientDisconnected:
+            return
+        finally:
+            self.close()
+
+    def _answer(self, ready, force_close):
+        """Run the handler for each complete request, send all responses at once.
+
+        Returns whether the connection stays open.
+        """
+        server = self.server
+        date_line = server.date_line()
+        out = []
+        keep = True
+        self._deadline = None  # handlers may take as long as they like
+        self._busy = True
+        try:
+            for item in ready:
+                resp, request = self._handle(item)
+                keep = request.keep_alive if request is not None else False
+                if force_close or server.stopping:
+                    keep = False
+                head = resp.head(date_line, keep, request is not None and request.version == "1.0")
+                if request is not None and request.method == "HEAD":
+                    out.append(head)
+                else:
+                    out.append(head + resp.body if resp.body else head)
+                if not keep:
+                    break
+        finally:
+            self._busy = False
+            self._drop_watches()
+        self._send(out[0] if len(out) == 1 else b"".join(out))
+        now = server.clock.monotonic()
+        self._set_deadline(now + server.config.idle_timeout)
+        return keep
+
+    def _handle(self, item):
+        method, url, headers, body, version, keep_alive = item
+        server = self.server
+        try:
+            request = self._make_request(method, url, headers, body, version, keep_alive)
+        except BadRequest as exc:
+            return error_response(400, exc.code, exc.message), None
+        metrics, access = server.metrics, server.access_log
+        if metrics is not None or access is not None:
+            t0 = server.clock.monotonic()
+        try:
+            resp = server.app(request)
+        except ClientDisconnected:
+            raise
+        except Exception:
+            log.exception("application raised for %s %s", request.method, request.path)
+            resp = error_response(500, "internal_error", "internal server error")
+        if metrics is not None or access is not None:
+            elapsed = server.clock.monotonic() - t0
+            route = request.route.name if request.route is not None else "<unmatched>"
+            if metrics is not None:
+                metrics.observe(route, request.method, resp.status, elapsed)
+            if access is not None:
+                access.info("%s %s %s %d %d %.3fms", self.addr[0] if self.addr else "-", request.method,
+                            request.path, resp.status, len(resp.body), elapsed * 1000.0)
+        return resp, request
+
+    def _make_request(self, method, url, headers, body, version, keep_alive):
+        meth = _METHODS.get(method)
+        if meth is None:
+            meth = method.decode("latin-1")
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        elif url == b"*":
+            path, query = url, b""
+        else:
+            try:
+                parsed = parse_url(url)
+            except HttpParserError:
+                raise BadRequest("malformed request target") from None
+            path, query = parsed.path or b"/", parsed.query or b""
+        if b"%" in path or not path.isascii():
+            path = decode_path(path)
+        else:
+            path = path.decode("ascii")
+        return Request(meth, path, query.decode("latin-1"), headers, body, version, keep_alive,
+                       self.addr, self)
+
+    def _send(self, data):
+        server = self.server
+        self._set_deadline(server.clock.monotonic() + server.config.send_timeout)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise ClientDisconnected() from None
+
+    # -- deadlines --------------------------------------------------------------------
+    def _set_deadline(self, deadline):
+        self._deadline = deadline
+        at = self._timer_at
+        if at is None or deadline < at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.server.clock.call_at(deadline, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        self._timer_at = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return  # a handler is running (no deadline) or we are gone
+        if self.server.clock.monotonic() >= deadline:
+            self._shutdown()
+        else:
+            self._timer_at = deadline
+            self._timer = self.server.clock.call_at(deadline, self._on_timer)
+
+    def _shutdown(self):
+        """Wake whatever the connection is blocked on (recv or sendall): it sees EOF/EPIPE."""
+        try:
+            self.sock.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close_if_idle(self):
+        """For graceful stop: close now if waiting between requests; else after the reply."""
+        if self._idle and not self._in_message and not self._busy:
+            self._shutdown()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._drop_watches()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- the client going away while a handler runs --------------------------------
+    def peer_gone(self):
+        if self._closed:
+            return True
+        try:
+            data = self.sock._sock.recv(1, _PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return not data
+
+    def watch_disconnect(self, fn):
+        watch = _DisconnectWatch(self, fn)
+        if self._watches is None:
+            self._watches = [watch]
+        else:
+            self._watches.append(watch)
+        watch.start()
+        return watch
+
+    def cancel_on_disconnect(self):
+        target = gevent.getcurrent()
+        return self.watch_disconnect(lambda: gevent.kill(target, ClientDisconnected, block=False))
+
+    def _drop_watches(self):
+        watches = self._watches
+        if watches:
+            self._watches = None
+            for w in watches:
+                w.cancel()
+
+
+class _DisconnectWatch:
+    """An io watcher on the client socket, live while one handler runs.
+
+    On readability it peeks: EOF or an error means the client is gone (fn() runs, once);
+    data means the client pipelined more requests, which proves it is there, so the watch
+    stops (the watcher is level-triggered and the data stays queued for the loop).
+    """
+
+    __slots__ = ("conn", "fn", "watcher", "fired")
+
+    def __init__(self, conn, fn):
+        self.conn = conn
+        self.fn = fn
+        self.watcher = None
+        self.fired = False
+
+    def start(self):
+        if self.conn.peer_gone():
+            self._fire()
+            return
+        self.watcher = gevent.get_hub().loop.io(self.conn.sock.fileno(), 1)
+        self.watcher.start(self._readable)
+
+    def _readable(self):
+        gone = self.conn.peer_gone()
+        self.cancel()
+        if gone:
+            self._fire()
+
+    def _fire(self):
+        if not self.fired:
+            self.fired = True
+            self.fn()
+
+    def cancel(self):
+        w = self.watcher
+        if w is not None:
+            self.watcher = None
+            w.stop()
+            w.close()

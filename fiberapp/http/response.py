@@ -1,0 +1,117 @@
+"""Response, and the conversion of what a handler returns into one.
+
+A handler may return:
+    Response                -> as is
+    dict or list            -> JSON (orjson), 200
+    str                     -> text/plain; charset=utf-8, 200
+    bytes/bytearray/memoryview -> application/octet-stream, 200
+    None                    -> 204 No Content
+    (value, status)         -> any of the above with that status
+Anything else is a programming error (TypeError -> 500).
+
+Serialisation (head()) is the server's hot path: status lines and the common header
+lines are pre-encoded, and the Date header is rebuilt at most once a second.
+"""
+from http import HTTPStatus
+
+import orjson
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for code, phrase in _REASONS.items()}
+
+JSON = b"application/json"
+TEXT = b"text/plain; charset=utf-8"
+OCTETS = b"application/octet-stream"
+
+
+def status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid HTTP status {status}")
+        line = f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+    return line
+
+
+class Response:
+    """status, body (bytes), content_type (bytes or str) and extra headers [(name, value)]."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, body=b"", status=200, headers=None, content_type=None):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if content_type is None:
+                content_type = TEXT
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = list(headers) if headers else []
+
+    @classmethod
+    def json(cls, obj, status=200, headers=None):
+        return cls(orjson.dumps(obj), status, headers, JSON)
+
+    @classmethod
+    def text(cls, text, status=200, headers=None):
+        return cls(text.encode("utf-8"), status, headers, TEXT)
+
+    def header(self, name, default=None):
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return default
+
+    def json_body(self):
+        """The body decoded as JSON (for tests and clients of in-process calls)."""
+        return orjson.loads(self.body)
+
+    def head(self, date_line, keep_alive, http10=False):
+        """The status line and headers, ending with the blank line, as bytes."""
+        status = self.status
+        parts = [status_line(status), date_line]
+        body = self.body
+        if status >= 200 and status not in (204, 304):
+            parts.append(b"Content-Length: %d\r\n" % len(body))
+            ct = self.content_type
+            if ct is not None:
+                parts.append(b"Content-Type: " + (ct if isinstance(ct, bytes) else ct.encode("latin-1")) + b"\r\n")
+        for name, value in self.headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif http10:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def __repr__(self):
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+def to_response(value):
+    """Turn a handler's return value into a Response (see the module docstring)."""
+    if type(value) is Response:
+        return value
+    if isinstance(value, (dict, list)):
+        return Response(orjson.dumps(value), 200, None, JSON)
+    if isinstance(value, str):
+        return Response(value.encode("utf-8"), 200, None, TEXT)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Response(bytes(value), 200, None, OCTETS)
+    if value is None:
+        return Response(b"", 204)
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        resp = to_response(value[0])
+        resp.status = value[1]
+        return resp
+    raise TypeError(f"a handler returned {type(value).__name__}: return a Response, dict, list, str, bytes or None")
+
+
+def error_response(status, code, message, headers=()):
+    """The JSON body every error has: {"error": code, "message": message}."""
+    return Response(orjson.dumps({"error": code, "message": message}), status, headers, JSON)

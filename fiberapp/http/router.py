@@ -1,0 +1,251 @@
+"""Router: method + path pattern -> handler, with typed parameters, middleware and owners.
+
+    router = Router()
+
+    @router.get("/api/v1/tubes/{tube}/tasks/{id:int}")
+    def get_task(request):
+        return {"tube": request.params["tube"], "id": request.params["id"]}
+
+Patterns: literal segments and ``{name}`` / ``{name:type}`` parameters. Types: ``str``
+(default: one segment, no "/"), ``int``, ``float``, ``uuid`` and ``path`` (the rest of the
+path, "/" included; last only). A value that does not convert means "no match" (so
+``/tasks/abc`` against ``{id:int}`` is a 404, not a 500).
+
+No route for the path -> 404; a route for the path but not the method -> 405 with Allow.
+HEAD falls back to the GET route (the server drops the body). Middleware are decorators
+(``handler -> handler``) applied once when the route is added, never per request. Every
+route may carry an ``owner`` tag; ``remove_owner(tag)`` drops all of an owner's routes
+(a fiber script's routes, when the script is reloaded). Adding a route whose method and
+pattern are already taken raises RouteError: scripts cannot silently shadow each other.
+
+dispatch(request) always returns a Response: HTTPError and anything registered in the
+ErrorMap become their status with a JSON body; any other exception is a bug in a handler,
+logged with its traceback and answered with 500 (that request only).
+"""
+import logging
+import re
+import uuid
+
+from .errors import ErrorMap, HTTPError, MethodNotAllowed, NotFound, RouteError
+from .response import error_response, to_response
+
+log = logging.getLogger("fiberapp.http")
+
+ANY = "*"
+
+_CONVERTERS = {
+    "str": (r"[^/]+", str),
+    "int": (r"-?[0-9]+", int),
+    "float": (r"-?[0-9]+(?:\.[0-9]+)?", float),
+    "uuid": (r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", uuid.UUID),
+    "path": (r".+", str),
+}
+_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?}")
+
+
+class Route:
+    """One (method, pattern) -> handler binding. ``call`` is the middleware-wrapped handler."""
+
+    __slots__ = ("method", "pattern", "handler", "call", "owner", "name", "static", "_regex", "_convert")
+
+    def __init__(self, method, pattern, handler, middleware=(), owner=None, name=None):
+        self.method = method
+        self.pattern = pattern
+        self.handler = handler
+        self.owner = owner
+        self.name = name or pattern
+        call = handler
+        # The innermost decorator is the one listed last, as if stacked with @ above the
+        # function in the same order.
+        for mw in reversed(tuple(middleware)):
+            call = mw(call)
+        self.call = call
+        self.static, self._regex, self._convert = _compile(pattern)
+
+    def match(self, path):
+        """Dict of converted params, or None."""
+        m = self._regex.fullmatch(path)
+        if m is None:
+            return None
+        params = m.groupdict()
+        for name, conv in self._convert:
+            try:
+                params[name] = conv(params[name])
+            except ValueError:
+                return None
+        return params
+
+    def __repr__(self):
+        return f"<Route {self.method} {self.pattern} owner={self.owner!r}>"
+
+
+def _compile(pattern):
+    """(is_static, regex, converters) for a pattern; converters only for non-str types."""
+    if not pattern.startswith("/"):
+        raise RouteError(f"route pattern {pattern!r} must start with '/'")
+    regex, convert, names, pos = [], [], set(), 0
+    for m in _PARAM.finditer(pattern):
+        _literal(pattern, pattern[pos:m.start()], regex)
+        name, typ = m.group(1), m.group(2) or "str"
+        if typ not in _CONVERTERS:
+            raise RouteError(f"unknown parameter type {typ!r} in {pattern!r} (known: {', '.join(_CONVERTERS)})")
+        if name in names:
+            raise RouteError(f"parameter {name!r} appears twice in {pattern!r}")
+        if typ == "path" and m.end() != len(pattern):
+            raise RouteError(f"a path parameter must come last in {pattern!r}")
+        names.add(name)
+        expr, conv = _CONVERTERS[typ]
+        regex.append(f"(?P<{name}>{expr})")
+        if conv is not str:
+            convert.append((name, conv))
+        pos = m.end()
+    _literal(pattern, pattern[pos:], regex)
+    if not names:
+        return True, None, ()
+    return False, re.compile("".join(regex)), tuple(convert)
+
+
+def _literal(pattern, text, out):
+    if "{" in text or "}" in text:
+        raise RouteError(f"malformed parameter in route pattern {pattern!r}")
+    out.append(re.escape(text))
+
+
+class Router:
+    """The route table. ``middleware`` here is applied to every route added afterwards."""
+
+    def __init__(self, middleware=(), errors=None):
+        self.errors = errors if errors is not None else ErrorMap()
+        self._middleware = list(middleware)
+        self._static = {}   # path -> {method: Route}
+        self._dynamic = []  # [(Route)], in insertion order; first match wins per method
+        self._routes = []
+
+    # -- building the table -------------------------------------------------------
+    def use(self, middleware):
+        """Apply middleware to every route added from now on."""
+        self._middleware.append(middleware)
+
+    def add(self, method, pattern, handler, *, middleware=(), owner=None, name=None):
+        methods = [method] if isinstance(method, str) else list(method)
+        added = []
+        for meth in methods:
+            meth = meth.upper()
+            if self._find_exact(meth, pattern) is not None:
+                for r in added:
+                    self._remove(r)
+                raise RouteError(f"route {meth} {pattern} already exists")
+            route = Route(meth, pattern, handler, [*self._middleware, *middleware], owner, name)
+            self._routes.append(route)
+            if route.static:
+                self._static.setdefault(pattern, {})[meth] = route
+            else:
+                self._dynamic.append(route)
+            added.append(route)
+        return added[0] if len(added) == 1 else added
+
+    def route(self, pattern, methods=("GET",), **options):
+        """Decorator form of add()."""
+        def decorate(fn):
+            self.add(methods, pattern, fn, **options)
+            return fn
+        return decorate
+
+    def get(self, pattern, **options):
+        return self.route(pattern, ("GET",), **options)
+
+    def post(self, pattern, **options):
+        return self.route(pattern, ("POST",), **options)
+
+    def put(self, pattern, **options):
+        return self.route(pattern, ("PUT",), **options)
+
+    def patch(self, pattern, **options):
+        return self.route(pattern, ("PATCH",), **options)
+
+    def delete(self, pattern, **options):
+        return self.route(pattern, ("DELETE",), **options)
+
+    def mount(self, prefix, wsgi_app, *, owner=None, **environ_options):
+        """Serve a WSGI application (Flask, Django, ...) under prefix, every method."""
+        from .wsgi import WSGIHandler
+
+        prefix = prefix.rstrip("/")
+        handler = WSGIHandler(wsgi_app, prefix, **environ_options)
+        self.add(ANY, (prefix or "") + "/{wsgi_path:path}", handler, owner=owner, name=prefix + "/*")
+        if prefix:
+            self.add(ANY, prefix, handler, owner=owner, name=prefix + "/*")
+        return handler
+
+    def remove_owner(self, owner):
+        """Remove every route added with this owner tag; returns how many were removed."""
+        doomed = [r for r in self._routes if r.owner == owner]
+        for r in doomed:
+            self._remove(r)
+        return len(doomed)
+
+    def routes(self):
+        return list(self._routes)
+
+    def _find_exact(self, method, pattern):
+        for r in self._routes:
+            if r.method == method and r.pattern == pattern:
+                return r
+        return None
+
+    def _remove(self, route):
+        self._routes.remove(route)
+        if route.static:
+            by_method = self._static[route.pattern]
+            del by_method[route.method]
+            if not by_method:
+                del self._static[route.pattern]
+        else:
+            self._dynamic.remove(route)
+
+    # -- lookup and dispatch ----------------------------------------------------------
+    def resolve(self, method, path):
+        """(route, params) for the request, or raise NotFound / MethodNotAllowed."""
+        by_method = self._static.get(path)
+        if by_method is not None:
+            route = by_method.get(method) or by_method.get(ANY)
+            if route is None and method == "HEAD":
+                route = by_method.get("GET")
+            if route is not None:
+                return route, {}
+        allowed = set(by_method) if by_method else set()
+        fallback = None
+        for route in self._dynamic:
+            params = route.match(path)
+            if params is None:
+                continue
+            if route.method == method or route.method == ANY:
+                return route, params
+            if method == "HEAD" and route.method == "GET" and fallback is None:
+                fallback = (route, params)
+            allowed.add(route.method)
+        if fallback is not None:
+            return fallback
+        if allowed:
+            if "GET" in allowed:
+                allowed.add("HEAD")
+            raise MethodNotAllowed(allowed, f"{method} is not allowed on {path}")
+        raise NotFound(f"no route for {path}")
+
+    def dispatch(self, request):
+        """Route and run the request. Always returns a Response (errors mapped, see above)."""
+        try:
+            route, params = self.resolve(request.method, request.path)
+            request.route = route
+            request.params = params
+            return to_response(route.call(request))
+        except HTTPError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        except Exception as exc:
+            mapped = self.errors.lookup(exc)
+            if mapped is not None:
+                return error_response(mapped[0], mapped[1], str(exc) or mapped[1])
+            log.exception("handler for %s %s raised", request.method, request.path)
+            return error_response(500, "internal_error", "internal server error")
+
+    __call__ = dispatch

@@ -1,0 +1,162 @@
+"""HTTPServer: gevent StreamServer + httptools, one fiber per connection from a bounded pool.
+
+    router = Router()
+    server = HTTPServer(router, "127.0.0.1", 0, config=HTTPConfig(idle_timeout=5))
+    server.start()            # bound and accepting when this returns
+    host, port = server.address
+    ...
+    server.stop(timeout=5)    # graceful: see stop()
+
+``app`` is anything callable as app(request) -> Response (a Router is). Lifecycle:
+start() binds (port 0 picks a free port) and starts accepting; stop(timeout) stops
+accepting, closes idle keep-alive connections at once, lets in-flight requests finish
+(their responses carry Connection: close) until the deadline, then kills what is left.
+All timeouts, including stop's, are measured on the clock passed in.
+"""
+import logging
+import socket as _socket
+
+import gevent.event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from fiberapp.runtime.clock import SystemClock
+
+from .config import HTTPConfig
+from .connection import Connection
+from .metrics import HTTPMetrics
+from .response import to_response
+
+log = logging.getLogger("fiberapp.http")
+
+RECV_BUFFER = 64 * 1024
+
+
+class _DateCache:
+    """The Date header line, rebuilt when the wall-clock second changes."""
+
+    __slots__ = ("clock", "second", "line")
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.second = None
+        self.line = b""
+
+    def __call__(self):
+        now = int(self.clock.time())
+        if now != self.second:
+            from email.utils import formatdate
+
+            self.second = now
+            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        return self.line
+
+
+class HTTPServer:
+    def __init__(self, app, host="127.0.0.1", port=0, *, config=None, clock=None, registry=None,
+                 name="http", **knobs):
+        if config is None:
+            config = HTTPConfig(**knobs)
+        elif knobs:
+            raise TypeError("pass either config= or individual settings, not both")
+        dispatch = getattr(app, "dispatch", None)
+        if dispatch is None and not callable(app):
+            raise TypeError(f"app must be a Router or a callable(request) -> value, got {app!r}")
+        self.app = dispatch if dispatch is not None else as_app(app)
+        self.host, self.port = host, port
+        self.config = config
+        self.clock = clock if clock is not None else SystemClock()
+        self.name = name
+        self.metrics = HTTPMetrics(registry) if registry is not None else None
+        self.access_log = logging.getLogger("fiberapp.http.access") if config.access_log else None
+        self.date_line = _DateCache(self.clock)
+        # Shared by every connection: see connection.py for why that is safe.
+        self.buffer = bytearray(RECV_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.stopping = False
+        self.address = None
+        self._connections = set()
+        self._pool = None
+        self._server = None
+        self._drained = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self):
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        listener = _socket.socket(_socket.AF_INET6 if ":" in self.host else _socket.AF_INET, _socket.SOCK_STREAM)
+        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(self.config.backlog)
+        listener.setblocking(False)
+        self._pool = Pool(self.config.max_connections)
+        self._server = StreamServer(listener, self._handle, spawn=self._pool)
+        self._server.start()
+        self.address = listener.getsockname()[:2]
+        log.info("%s: listening on %s:%d", self.name, *self.address)
+        return self.address
+
+    def stop(self, timeout=5.0):
+        """Stop accepting, close idle connections, drain in-flight requests, kill the rest."""
+        if self._server is None or self.stopping:
+            return
+        self.stopping = True
+        self._server.close()  # stops accepting; running connections are ours to finish
+        if self._connections:
+            self._drained = gevent.event.Event()
+            timer = self.clock.call_later(timeout, self._drained.set)
+            for conn in list(self._connections):
+                conn.close_if_idle()
+            try:
+                self._drained.wait()
+            finally:
+                timer.cancel()
+        if self._connections:
+            log.warning("%s: %d connection(s) still busy after %.1fs, killing them",
+                        self.name, len(self._connections), timeout)
+        self._pool.kill(block=True, timeout=1.0)
+        for conn in list(self._connections):
+            conn.close()
+        self._connections.clear()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stats(self):
+        """Point-in-time counters for the console and tests."""
+        pool = self._pool
+        return {
+            "connections": len(self._connections),
+            "accepting": bool(self._server is not None and not self.stopping and pool is not None and not pool.full()),
+            "max_connections": self.config.max_connections,
+        }
+
+    # -- per connection ------------------------------------------------------------------
+    def _handle(self, sock, addr):
+        try:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (unix socket) or already gone
+        conn = Connection(self, sock, addr)
+        self._connections.add(conn)
+        try:
+            conn.serve()
+        except Exception:
+            # A bug in this package, never the client's doing; the connection dies alone.
+            log.exception("%s: connection from %s failed", self.name, addr)
+        finally:
+            conn.close()
+            self._connections.discard(conn)
+            if self._drained is not None and not self._connections:
+                self._drained.set()
+
+
+def as_app(fn):
+    """Wrap a plain function(request) -> value as an app (no routing)."""
+    def app(request):
+        return to_response(fn(request))
+    return app
