@@ -110,7 +110,7 @@ class Fiber(gevent.Greenlet):
                 raise FiberError(f"fiber {self.id} ({self.name}) cannot join itself")
             if timeout is not None and timeout <= 0:
                 raise FiberTimeout(f"fiber {self.id} ({self.name}) is still running")
-            _wait_dead(self, self.runtime.clock, timeout)
+            wait_ready(self, self.runtime.clock, timeout)
             if not self.ready():
                 raise FiberTimeout(f"fiber {self.id} ({self.name}) did not finish within {timeout} s")
         if self.successful():
@@ -121,8 +121,11 @@ class Fiber(gevent.Greenlet):
         raise self.exception
 
 
-def _wait_dead(glet, clock, timeout):
-    """Block until glet is ready or timeout (clock seconds) passes; returns nothing."""
+def wait_ready(glet, clock, timeout):
+    """Block until glet.ready() or timeout (clock seconds) passes; returns nothing.
+
+    Works for anything with ready()/rawlink()/unlink(): greenlets, gevent Events.
+    """
     hub = get_hub()
     waiter = Waiter(hub)
     fired = []
@@ -162,6 +165,7 @@ class Runtime:
         self.spawned = 0
         self.died = 0
         self.supervisor_restarts = 0
+        self._supervisors = {}
         self._tracer = None
         self.watchdog = None
         self._started = False
@@ -178,6 +182,23 @@ class Runtime:
         self.spawned += 1
         fiber.start()
         return fiber
+
+    def supervise(self, fn, *args, name=None, restart="on-error", backoff=(0.1, 30.0), **kwargs):
+        """Run fn in a fiber that is restarted with backoff when it fails (see supervisor.py)."""
+        from .supervisor import Supervisor
+
+        if not callable(fn):
+            raise FiberError(f"supervise() needs a callable, not {type(fn).__name__}")
+        if name is None:
+            name = getattr(fn, "__name__", None) or type(fn).__name__
+        sup = Supervisor(self, fn, args, kwargs, _check_name(name), restart=restart, backoff=backoff)
+        if not sup._done.is_set():
+            self._supervisors[id(sup)] = sup
+        return sup
+
+    def supervisors(self):
+        """Supervisors still supervising."""
+        return list(self._supervisors.values())
 
     def _forget(self, fiber):
         if self._fibers.pop(fiber.id, None) is not None:
@@ -215,6 +236,7 @@ class Runtime:
             "fibers": len(self._fibers),
             "spawned": self.spawned,
             "died": self.died,
+            "supervisors": len(self._supervisors),
             "supervisor_restarts": self.supervisor_restarts,
             "watchdog_reports": watchdog.reports if watchdog is not None else 0,
             "watchdog_limit": self.watchdog_limit or 0.0,
@@ -258,6 +280,8 @@ class Runtime:
         Returns the fibers still alive afterwards (empty when everything stopped). The
         calling fiber is not cancelled.
         """
+        for sup in list(self._supervisors.values()):
+            sup.cancel()  # first, so that nothing restarts while we stop
         me = getcurrent()
         victims = [f for f in self._fibers.values() if f is not me]
         for fiber in victims:
@@ -269,7 +293,7 @@ class Runtime:
             left = None if deadline is None else deadline - self.clock.monotonic()
             if left is not None and left <= 0:
                 break
-            _wait_dead(fiber, self.clock, left)
+            wait_ready(fiber, self.clock, left)
         if self.watchdog is not None:
             self.watchdog.stop()
         if self._tracer is not None:
