@@ -1,0 +1,182 @@
+"""Start-up recovery: the newest valid snapshot, then every WAL record after its LSN.
+
+Recovery reads before it changes anything: the whole snapshot + WAL chain is checked and
+replayed first; only when that succeeded is a torn tail cut off (the one change it
+makes). Any error before that leaves every file as it was.
+
+Fall-backs and refusals:
+- a damaged snapshot is skipped with a warning and the previous one is used (its WAL is
+  kept by checkpoint_count), or the empty state if the WAL starts at LSN 1;
+- LSNs must follow each other: a hole (a missing segment, or a snapshot fallback whose
+  WAL was removed) raises WalGap naming where it is;
+- a damaged record raises WalCorrupt(file, offset) - except a torn tail of the newest
+  segment, which is cut off with a warning;
+- with force=True holes and damaged records are logged one by one and skipped.
+"""
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import gevent
+
+from . import snapshot as snapfile
+from .errors import RecoveryError, SnapshotCorrupt, WalCorrupt, WalGap
+from .segment import SUFFIX as WAL_SUFFIX
+from .segment import SegmentReader, list_files
+from .timeconv import shift, wall_offset
+
+log = logging.getLogger("fiberapp.persist")
+
+# Let the loop run (the HTTP server answers /health with 503) this often during replay.
+YIELD_EVERY = 10_000
+
+
+@dataclass
+class RecoveryResult:
+    snapshot_lsn: int = 0
+    snapshot_path: str = None
+    last_lsn: int = 0
+    records: int = 0
+    torn: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    fallbacks: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Recovery:
+    """One recovery run. ``progress`` is a dict the /health endpoint may read at any time."""
+
+    def __init__(self, wal_dir, snap_dir, clock, disk, force=False, logger=None, progress=None):
+        self.wal_dir = wal_dir
+        self.snap_dir = snap_dir
+        self.clock = clock
+        self.disk = disk
+        self.force = force
+        self.log = logger or log
+        self.progress = progress if progress is not None else {}
+        self.result = RecoveryResult()
+
+    def run(self, new_store, load_store, apply):
+        """Returns (store, RecoveryResult).
+
+        new_store() -> an empty store; load_store(dump) -> a store holding dump;
+        apply(store, op) replays one operation.
+        """
+        started = time.monotonic()
+        result = self.result
+        now_offset = wall_offset(self.clock)
+        store = self._load_snapshot(new_store, load_store, now_offset)
+        segments = self._segments()
+        self._replay(store, apply, segments, now_offset)
+        self._cut_torn_tail()
+        result.seconds = time.monotonic() - started
+        self.progress.update(phase="done", records=result.records, lsn=result.last_lsn)
+        return store, result
+
+    # -- snapshot -----------------------------------------------------------------
+
+    def _load_snapshot(self, new_store, load_store, now_offset):
+        result = self.result
+        snaps, bad = snapfile.list_snapshots(self.snap_dir)
+        for path in bad:
+            self._damage(RecoveryError(f"{path}: not a snapshot name this server writes"))
+        for lsn, path in reversed(snaps):
+            self.progress.update(phase="snapshot", file=path)
+            try:
+                snap_lsn, offset, dump = snapfile.read_file(self.disk, path)
+                if snap_lsn != lsn:
+                    raise SnapshotCorrupt(path, f"holds lsn {snap_lsn}, its name says {lsn}")
+            except SnapshotCorrupt as exc:
+                self.log.warning("%s; falling back to the previous snapshot", exc)
+                result.fallbacks.append(str(exc))
+                continue
+            self.log.info("recovering from snapshot %s (lsn %d)", path, lsn)
+            store = load_store(shift(dump, offset - now_offset))
+            result.snapshot_lsn = result.last_lsn = lsn
+            result.snapshot_path = path
+            return store
+        return new_store()
+
+    # -- WAL ------------------------------------------------------------------------
+
+    def _segments(self):
+        segments, bad = list_files(self.wal_dir, WAL_SUFFIX)
+        for path in bad:
+            self._damage(RecoveryError(f"{path}: not a WAL segment name this server writes"))
+        # Start at the last segment that begins at or before the first needed LSN.
+        need = self.result.snapshot_lsn + 1
+        start = 0
+        for i, (first, _path) in enumerate(segments):
+            if first <= need:
+                start = i
+        return segments[start:]
+
+    def _replay(self, store, apply, segments, now_offset):
+        result = self.result
+        expected = result.snapshot_lsn + 1
+        total = 0
+        last_report = time.monotonic()
+        for i, (first, path) in enumerate(segments):
+            newest = i == len(segments) - 1
+            try:
+                data = self.disk.read_file(path)
+            except OSError as exc:
+                self._damage(WalCorrupt(path, 0, f"cannot read: {exc}"))
+                continue
+            self.progress.update(phase="wal", file=path)
+            reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped)
+            for offset, lsn, rec_offset, op in reader:
+                if lsn < expected:
+                    continue  # already in the snapshot (or a duplicate after a skip)
+                if lsn > expected:
+                    self._damage(WalGap(
+                        f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
+                        f"{offset} (a segment was removed or lost)"))
+                try:
+                    apply(store, shift(op, rec_offset - now_offset))
+                except Exception as exc:  # a record that does not fit the state is damage too
+                    self._damage(WalCorrupt(path, offset, f"cannot apply lsn {lsn}: {exc!r}"))
+                    expected = lsn + 1
+                    continue
+                expected = lsn + 1
+                result.records += 1
+                total += 1
+                if total % YIELD_EVERY == 0:
+                    self.progress.update(records=result.records, lsn=lsn)
+                    now = time.monotonic()
+                    if now - last_report >= 2.0:
+                        last_report = now
+                        self.log.info("recovery: %d WAL records replayed (lsn %d, %s)",
+                                      result.records, lsn, path)
+                    gevent.sleep(0)
+            if reader.torn is not None:
+                result.torn.append((reader.torn, reader.end))
+        result.last_lsn = expected - 1
+        if result.last_lsn < result.snapshot_lsn:
+            result.last_lsn = result.snapshot_lsn
+
+    def _cut_torn_tail(self):
+        for damage, end in self.result.torn:
+            self.log.warning("%s: torn last record at offset %d (%s): cut off",
+                             damage.path, damage.offset, damage.reason)
+            if end == 0:  # not even the file header made it: the file holds nothing
+                self.disk.unlink(damage.path)
+                continue
+            fd = self.disk.open(damage.path, os.O_RDWR)
+            try:
+                self.disk.ftruncate(fd, end)
+                self.disk.fsync(fd)
+            finally:
+                self.disk.close(fd)
+
+    def _skipped(self, damage):
+        self.log.error("force recovery: skipping damaged WAL data in %s at offset %d: %s",
+                       damage.path, damage.offset, damage.reason)
+        self.result.skipped.append(damage)
+
+    def _damage(self, exc):
+        if not self.force:
+            raise exc
+        self.log.error("force recovery: %s; skipped", exc)
+        self.result.skipped.append(str(exc))

@@ -1,0 +1,84 @@
+"""Snapshot files: a point-in-time copy of the store, named by the LSN it includes.
+
+``<snap_dir>/<lsn, 20 digits>.snap``, written as ``.snap.inprogress``, fsynced, renamed,
+directory fsynced, so a reader only ever sees complete files. Layout::
+
+    b"fiberapp-snap 1\\n"                      16 bytes
+    lsn u64 | wall_offset f64 | body_len u64 | crc32(body) u32
+    body = msgpack(store.dump())
+
+The dump holds monotonic deadlines; wall_offset maps them back (timeconv.py).
+"""
+import os
+import struct
+import zlib
+
+import msgpack
+
+from .errors import SnapshotCorrupt
+from .segment import list_files
+
+MAGIC = b"fiberapp-snap 1\n"
+HEADER = struct.Struct("<QdQI")
+SUFFIX = ".snap"
+TMP_SUFFIX = ".snap.inprogress"
+
+
+def snapshot_name(lsn):
+    return f"{lsn:020d}{SUFFIX}"
+
+
+def list_snapshots(snap_dir):
+    """[(lsn, path)] oldest first, [path] badly named."""
+    return list_files(snap_dir, SUFFIX)
+
+
+def encode(lsn, wall_offset, dump):
+    body = msgpack.packb(dump, use_bin_type=True)
+    return MAGIC + HEADER.pack(lsn, wall_offset, len(body), zlib.crc32(body)) + body
+
+
+def write_file(disk, snap_dir, lsn, wall_offset, dump):
+    """Blocking: write a complete snapshot under its temporary name and fsync it.
+
+    Returns the temporary path; publish() makes it visible. Safe in a forked child: it
+    does no gevent I/O.
+    """
+    data = encode(lsn, wall_offset, dump)
+    tmp = os.path.join(snap_dir, snapshot_name(lsn)[: -len(SUFFIX)] + TMP_SUFFIX)
+    fd = disk.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        disk.pwrite_all(fd, data, 0)
+        disk.fsync(fd)
+    finally:
+        disk.close(fd)
+    return tmp
+
+
+def publish(disk, snap_dir, tmp):
+    final = tmp[: -len(TMP_SUFFIX)] + SUFFIX
+    disk.rename(tmp, final)
+    disk.fsync_dir(snap_dir)
+    return final
+
+
+def read_file(disk, path):
+    """(lsn, wall_offset, dump) of a snapshot, or SnapshotCorrupt."""
+    try:
+        data = disk.read_file(path)
+    except OSError as exc:
+        raise SnapshotCorrupt(path, f"cannot read: {exc}") from None
+    head = len(MAGIC) + HEADER.size
+    if len(data) < head or data[: len(MAGIC)] != MAGIC:
+        raise SnapshotCorrupt(path, "bad or truncated header")
+    lsn, wall_offset, length, crc = HEADER.unpack_from(data, len(MAGIC))
+    if len(data) != head + length:
+        raise SnapshotCorrupt(path, f"size {len(data)} does not match the header's {head + length}")
+    body = memoryview(data)[head:]
+    if zlib.crc32(body) != crc:
+        raise SnapshotCorrupt(path, "checksum mismatch")
+    try:
+        dump = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise SnapshotCorrupt(path, f"undecodable: {exc}") from None
+    return lsn, wall_offset, dump

@@ -1,0 +1,37 @@
+"""How persistence drives a store. Recovery and snapshots only need these seven calls;
+QueueStoreAdapter maps them onto queues.store.Store, and the generic tests use a tiny
+store of their own through the same interface.
+"""
+
+
+class QueueStoreAdapter:
+    def __init__(self, clock, **store_options):
+        self.clock = clock
+        self.store_options = store_options
+
+    def new(self):
+        from queues.store import Store
+
+        return Store(clock=self.clock, journal=None, **self.store_options)
+
+    def load(self, dump):
+        from queues.store import Store
+
+        return Store.load(dump, clock=self.clock, journal=None, **self.store_options)
+
+    def apply(self, store, op):
+        store.apply(op)
+
+    def attach(self, store, journal):
+        store.journal = journal
+
+    def release_orphans(self, store):
+        return store.release_orphans()
+
+    def dump(self, store):
+        return store.dump()
+
+    def stop(self, store):
+        stop = getattr(store, "stop", None)
+        if stop is not None:
+            stop()
