@@ -197,6 +197,12 @@ class Persistence:
         finally:
             self._snapshotting = None
 
+    def wait_snapshot(self, timeout=None):
+        """Wait for the snapshot in progress, if any (its errors are not raised here)."""
+        pending = self._snapshotting
+        if pending is not None:
+            pending.wait(timeout)
+
     def _snapshot(self):
         journal, store = self.journal, self.store
         started = self.clock.monotonic()

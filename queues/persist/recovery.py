@@ -125,7 +125,8 @@ class Recovery:
                 self._damage(WalCorrupt(path, 0, f"cannot read: {exc}"))
                 continue
             self.progress.update(phase="wal", file=path)
-            reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped)
+            reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped,
+                                   covered=result.snapshot_lsn)
             for offset, lsn, rec_offset, op in reader:
                 if lsn < expected:
                     continue  # already in the snapshot (or a duplicate after a skip)

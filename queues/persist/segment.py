@@ -71,8 +71,9 @@ class SegmentReader:
     ``torn`` the Damage of a torn tail (or None).
     """
 
-    def __init__(self, path, data, newest=False, force=False, on_skip=None):
+    def __init__(self, path, data, newest=False, force=False, on_skip=None, covered=0):
         self.path = path
+        self.covered = covered  # records <= covered are in a snapshot: damage there is moot
         self.data = data
         self.newest = newest
         self.force = force
@@ -98,6 +99,9 @@ class SegmentReader:
                 if data.count(0, off) == n - off:
                     break  # reserved, never written: the clean end
                 resume = _next_valid(data, off + 1)
+                if resume is not None and decode_at(data, resume)[0] <= self.covered + 1:
+                    off = resume  # every damaged record is older than the snapshot
+                    continue
                 if resume is None and self.newest:
                     self.end = off
                     self.torn = Damage(path, off, exc.reason, "torn")
