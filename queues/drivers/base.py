@@ -1,0 +1,352 @@
+"""The driver interface and the index pieces the built-in drivers are composed of.
+
+A driver decides two things for its tube: which READY task ``take`` gets next, and which
+deadlines (delay, ttr, ttl) fall due when. It is plain synchronous code: it never blocks,
+sleeps, reads the clock or does I/O, and it never changes a task: the store changes task
+state (live and on WAL replay alike) and then tells the driver, which only indexes.
+
+Interface (checked by ``check_driver`` when a driver is registered):
+
+    name: str                        the driver's registered name
+    put_options: frozenset           which of {"pri", "ttl", "ttr", "delay", "utube"} put() takes
+    tube_options: dict               create_tube option -> validator(option, value) -> value
+    __init__(self, options)          options: the validated tube options (a dict)
+    changed(task, old) -> deadline   task.state (or one of its deadlines) changed from ``old``
+                                     (None for a new task; old == task.state re-indexes the
+                                     task, e.g. after touch). Returns the deadline the change
+                                     scheduled (a monotonic float) or None.
+    candidate() -> Task | None       the task take() would get now; changes nothing
+    due(now) -> [(task, event)]      tasks whose deadline <= now, event in "delay" | "ttr" |
+                                     "ttl"; removes them from the schedule (the store then
+                                     applies the moves, or re-indexes them with changed(t, t.state))
+    next_deadline() -> float | None  the earliest scheduled deadline
+    clear()                          forget every task (truncate)
+
+Optional: ``capacity`` attribute (int, 0 = unlimited): the store refuses puts past it.
+
+Indexes use lazy deletion: an entry stays in a heap after its task moved on and is dropped
+when it reaches the top. An entry is valid only while the task is still in the state (and has
+the deadline) it was indexed for; ready-heap entries are matched by identity (task._entry).
+Heaps are rebuilt when stale entries outnumber live ones, so memory stays O(live tasks).
+"""
+import heapq
+
+from queues.errors import DriverError
+from queues.states import BURIED, DELAYED, READY, TAKEN
+
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+
+REQUIRED = ("changed", "candidate", "due", "next_deadline", "clear")
+PUT_OPTIONS = frozenset({"pri", "ttl", "ttr", "delay", "utube"})
+
+
+def check_driver(cls):
+    """Refuse a driver class that does not implement the interface above."""
+    problems = []
+    if not isinstance(getattr(cls, "name", None), str):
+        problems.append("a str 'name'")
+    put_options = getattr(cls, "put_options", None)
+    if not isinstance(put_options, frozenset) or not put_options <= PUT_OPTIONS:
+        problems.append(f"'put_options', a frozenset within {sorted(PUT_OPTIONS)}")
+    if not isinstance(getattr(cls, "tube_options", None), dict):
+        problems.append("a dict 'tube_options'")
+    for method in REQUIRED:
+        if not callable(getattr(cls, method, None)):
+            problems.append(f"a method {method}()")
+    if problems:
+        raise DriverError(f"driver {cls!r} lacks " + ", ".join(problems))
+    return cls
+
+
+class LazyHeap:
+    """A heap of tuples whose last item is the task; ``valid(entry)`` says if it still counts.
+
+    ``live`` is an estimate of valid entries (pushes minus known invalidations); when the heap
+    holds more than twice that (+64), it is rebuilt from the valid entries.
+    """
+
+    __slots__ = ("heap", "live", "valid")
+
+    def __init__(self, valid):
+        self.heap = []
+        self.live = 0
+        self.valid = valid
+
+    def push(self, entry):
+        _heappush(self.heap, entry)
+        self.live += 1
+
+    def dead(self):
+        self.live -= 1
+        if len(self.heap) > 2 * self.live + 64:
+            self.heap = [e for e in self.heap if self.valid(e)]
+            heapq.heapify(self.heap)
+            self.live = len(self.heap)
+
+    def top(self):
+        heap = self.heap
+        valid = self.valid
+        while heap:
+            entry = heap[0]
+            if valid(entry):
+                return entry
+            _heappop(heap)
+        return None
+
+    def pop_due(self, now, out, event):
+        heap = self.heap
+        valid = self.valid
+        while heap and heap[0][0] <= now:
+            entry = _heappop(heap)
+            if valid(entry):
+                out.append((entry[-1], event))
+
+    def clear(self):
+        self.heap = []
+        self.live = 0
+
+
+def _ready_valid(entry):
+    task = entry[-1]
+    return task._entry is entry and task.state == READY
+
+
+class ReadyHeap:
+    """All READY tasks of a tube in one heap, ordered by (pri, id): take gets the top."""
+
+    __slots__ = ("ready",)
+
+    def __init__(self):
+        self.ready = LazyHeap(_ready_valid)
+
+    def enter(self, task):
+        entry = (task.pri, task.id, task)
+        task._entry = entry
+        self.ready.push(entry)
+
+    def leave(self, task):
+        self.ready.dead()
+
+    def taken(self, task):
+        pass
+
+    def untaken(self, task):
+        pass
+
+    def candidate(self):
+        entry = self.ready.top()
+        return None if entry is None else entry[2]
+
+    def clear(self):
+        self.ready.clear()
+
+
+class UtubeReady:
+    """READY tasks per sub-queue (utube), at most one TAKEN task per sub-queue.
+
+    Each utube has its own heap; ``avail`` holds (pri, id, utube) for the head of every utube
+    that has no taken task, so candidate() is O(log n) however busy the utubes are
+    (tarantool/queue #98, #228 were full scans).
+    """
+
+    __slots__ = ("queues", "busy", "avail")
+
+    def __init__(self):
+        self.queues = {}   # utube -> LazyHeap of (pri, id, task)
+        self.busy = {}     # utube -> number of TAKEN tasks (0 or 1 in normal operation)
+        self.avail = []    # heap of (pri, id, utube) heads of free utubes; checked on use
+
+    def _head(self, utube):
+        q = self.queues.get(utube)
+        if q is None:
+            return None
+        entry = q.top()
+        if entry is None:
+            del self.queues[utube]
+        return entry
+
+    def enter(self, task):
+        u = task.utube
+        q = self.queues.get(u)
+        if q is None:
+            q = self.queues[u] = LazyHeap(_ready_valid)
+        entry = (task.pri, task.id, task)
+        task._entry = entry
+        q.push(entry)
+        if not self.busy.get(u) and q.top() is entry:
+            _heappush(self.avail, (entry[0], entry[1], u))
+
+    def leave(self, task):
+        q = self.queues.get(task.utube)
+        if q is not None:
+            q.dead()
+
+    def taken(self, task):
+        u = task.utube
+        self.busy[u] = self.busy.get(u, 0) + 1
+
+    def untaken(self, task):
+        u = task.utube
+        n = self.busy.get(u, 0) - 1
+        if n > 0:
+            self.busy[u] = n
+            return
+        self.busy.pop(u, None)
+        entry = self._head(u)
+        if entry is not None:
+            _heappush(self.avail, (entry[0], entry[1], u))
+
+    def candidate(self):
+        avail = self.avail
+        while avail:
+            pri, tid, u = avail[0]
+            if self.busy.get(u):
+                _heappop(avail)
+                continue
+            entry = self._head(u)
+            if entry is None:
+                _heappop(avail)
+                continue
+            if entry[1] != tid or entry[0] != pri:
+                _heapreplace_head(avail, (entry[0], entry[1], u))
+                continue
+            return entry[2]
+        return None
+
+    def clear(self):
+        self.queues = {}
+        self.busy = {}
+        self.avail = []
+
+
+def _heapreplace_head(heap, item):
+    heapq.heapreplace(heap, item)
+
+
+def _delay_valid(entry):
+    task = entry[-1]
+    return task.state == DELAYED and task.ready_at == entry[0]
+
+
+def _ttr_valid(entry):
+    task = entry[-1]
+    return task.state == TAKEN and task.ttr_at == entry[0]
+
+
+def _ttl_valid(entry):
+    task = entry[-1]
+    return (task.state == READY or task.state == BURIED) and task.expires_at == entry[0]
+
+
+class Deadlines:
+    """The three schedules of the *ttl drivers: delay (DELAYED until ready_at), ttr (TAKEN
+    until ttr_at), ttl (READY or BURIED until expires_at; a TAKEN task does not expire from
+    under its consumer, tarantool/queue #146: its expiry is applied when it comes back)."""
+
+    __slots__ = ("delay", "ttr", "ttl")
+
+    def __init__(self):
+        self.delay = LazyHeap(_delay_valid)
+        self.ttr = LazyHeap(_ttr_valid)
+        self.ttl = LazyHeap(_ttl_valid)
+
+    def changed(self, task, old):
+        """Index the task's new deadline; returns the earliest one it scheduled (or None)."""
+        if old == DELAYED:
+            self.delay.dead()
+        elif old == TAKEN:
+            if task.ttr_at is not None:
+                self.ttr.dead()
+        elif old == READY or old == BURIED:
+            if task.expires_at is not None:
+                self.ttl.dead()
+        state = task.state
+        if state == READY or state == BURIED:
+            at = task.expires_at
+            if at is not None:
+                self.ttl.push((at, task.id, task))
+            return at
+        if state == TAKEN:
+            at = task.ttr_at
+            if at is not None:
+                self.ttr.push((at, task.id, task))
+            return at
+        if state == DELAYED:
+            at = task.ready_at
+            self.delay.push((at, task.id, task))
+            return at
+        return None
+
+    def due(self, now):
+        out = []
+        self.delay.pop_due(now, out, "delay")
+        self.ttr.pop_due(now, out, "ttr")
+        self.ttl.pop_due(now, out, "ttl")
+        return out
+
+    def next_deadline(self):
+        best = None
+        for lh in (self.delay, self.ttr, self.ttl):
+            entry = lh.top()
+            if entry is not None and (best is None or entry[0] < best):
+                best = entry[0]
+        return best
+
+    def clear(self):
+        self.delay.clear()
+        self.ttr.clear()
+        self.ttl.clear()
+
+
+class Driver:
+    """Composition of a ready index and (for *ttl drivers) a Deadlines schedule.
+
+    Subclasses set ``name``, ``put_options``, ``tube_options`` and the two factories.
+    """
+
+    name = None
+    put_options = frozenset()
+    tube_options = {}
+    capacity = 0
+    ready_index = ReadyHeap
+    deadlines = None
+
+    def __init__(self, options):
+        self.options = dict(options)
+        self._ready = self.ready_index()
+        self._deadlines = self.deadlines() if self.deadlines is not None else None
+
+    def changed(self, task, old):
+        ready = self._ready
+        state = task.state
+        if old != state or old == READY:
+            if old == READY:
+                ready.leave(task)
+            elif old == TAKEN and state != TAKEN:
+                ready.untaken(task)
+            if state == READY:
+                ready.enter(task)
+            elif state == TAKEN and old != TAKEN:
+                ready.taken(task)
+        if self._deadlines is not None:
+            return self._deadlines.changed(task, old)
+        return None
+
+    def candidate(self):
+        return self._ready.candidate()
+
+    def due(self, now):
+        if self._deadlines is None:
+            return []
+        return self._deadlines.due(now)
+
+    def next_deadline(self):
+        if self._deadlines is None:
+            return None
+        return self._deadlines.next_deadline()
+
+    def clear(self):
+        self._ready.clear()
+        if self._deadlines is not None:
+            self._deadlines.clear()

@@ -1,0 +1,96 @@
+"""The task record.
+
+One ``Task`` per live task, with __slots__ because a store holds millions. The same object is
+returned to callers: treat it as read-only (the store changes it as the task moves). Fields:
+
+persisted (in ops, dump() and to_dict()):
+    id, tube, state, data, pri, ttl, ttr, delay, utube, key,
+    attempts, timeouts, releases, buries, kicks     -- per-task counters
+    created_at, taken_at, ready_at, ttr_at, expires_at  -- monotonic seconds (None = never)
+    session                                         -- owner while TAKEN, else None
+    history                                         -- earlier lives (dead-letter moves), list
+in memory only:
+    existing   -- True on the copy put(key=K) returns when a live task already held K
+    _entry     -- the driver's ready-index entry (identity marks it valid; see drivers.base)
+
+ttl/ttr are None for "infinite". Times ending in ``_at`` are monotonic in memory;
+to_dict() converts them to wall-clock for display.
+"""
+from queues.states import DONE
+
+# Persisted fields, in dump() order.
+FIELDS = (
+    "id", "tube", "state", "data", "pri", "ttl", "ttr", "delay", "utube", "key",
+    "attempts", "timeouts", "releases", "buries", "kicks",
+    "created_at", "taken_at", "ready_at", "ttr_at", "expires_at", "session", "history",
+)
+TIME_FIELDS = ("created_at", "taken_at", "ready_at", "ttr_at", "expires_at")
+
+
+class Task:
+    __slots__ = FIELDS + ("existing", "_entry", "_clock")
+
+    def __init__(self, id, tube, state, data, pri, ttl, ttr, delay, utube, key,
+                 created_at, ready_at, expires_at, clock=None):
+        self.id = id
+        self.tube = tube
+        self.state = state
+        self.data = data
+        self.pri = pri
+        self.ttl = ttl
+        self.ttr = ttr
+        self.delay = delay
+        self.utube = utube
+        self.key = key
+        self.attempts = 0
+        self.timeouts = 0
+        self.releases = 0
+        self.buries = 0
+        self.kicks = 0
+        self.created_at = created_at
+        self.taken_at = None
+        self.ready_at = ready_at
+        self.ttr_at = None
+        self.expires_at = expires_at
+        self.session = None
+        self.history = None
+        self.existing = False
+        self._entry = None
+        self._clock = clock
+
+    def __repr__(self):
+        return f"<Task {self.id} {self.tube}:{self.state} pri={self.pri} attempts={self.attempts}>"
+
+    @property
+    def done(self):
+        return self.state == DONE
+
+    def record(self):
+        """The persisted fields as a dict of msgpack-able values (monotonic times)."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def from_record(cls, rec, clock=None):
+        task = cls(rec["id"], rec["tube"], rec["state"], rec["data"], rec["pri"], rec["ttl"],
+                   rec["ttr"], rec["delay"], rec["utube"], rec["key"], rec["created_at"],
+                   rec["ready_at"], rec["expires_at"], clock)
+        for name in ("attempts", "timeouts", "releases", "buries", "kicks",
+                     "taken_at", "ttr_at", "session", "history"):
+            setattr(task, name, rec[name])
+        return task
+
+    def copy(self):
+        twin = Task.from_record(self.record(), self._clock)
+        return twin
+
+    def to_dict(self):
+        """JSON-ready view: times as wall-clock seconds since the epoch, bytes left as bytes
+        (the HTTP API decides how to encode them)."""
+        out = self.record()
+        clock = self._clock
+        offset = clock.time() - clock.monotonic() if clock is not None else 0.0
+        for name in TIME_FIELDS:
+            if out[name] is not None:
+                out[name] = out[name] + offset
+        out["existing"] = self.existing
+        return out
