@@ -128,20 +128,33 @@ class Connection:
         server = self.server
         clock = server.clock
         config = server.config
-        sock = self.sock
         buf, view = server.buffer, server.view
-        recv_into = sock.recv_into
+        bufsize = len(buf)
+        # The raw (non-blocking) socket and its read watcher, so the common case is one
+        # syscall and no exception: gevent's recv_into would try first and fail with
+        # EAGAIN after every response. We wait for readability when the last read did
+        # not fill the buffer (the kernel queue is then almost surely empty).
+        raw_recv_into = self.sock._sock.recv_into
+        read_event = self.sock._read_event
+        hub_wait = gevent.get_hub().wait
         feed = self.parser.feed_data
         ready = self._ready
         self._set_deadline(clock.monotonic() + config.header_timeout)
+        drained = False
         try:
             while True:
                 try:
-                    n = recv_into(buf)
+                    if drained:
+                        hub_wait(read_event)
+                    n = raw_recv_into(buf)
+                except BlockingIOError:
+                    drained = True
+                    continue
                 except OSError:
                     return
                 if not n:
                     return
+                drained = n < bufsize
                 self._idle = False
                 error = None
                 upgrade = False
@@ -270,10 +283,19 @@ class Connection:
                        self.addr, self)
 
     def _send(self, data):
+        # Fast path: a small response fits the socket buffer in one non-blocking send.
+        try:
+            sent = self.sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise ClientDisconnected() from None
+        if sent == len(data):
+            return
         server = self.server
         self._set_deadline(server.clock.monotonic() + server.config.send_timeout)
         try:
-            self.sock.sendall(data)
+            self.sock.sendall(memoryview(data)[sent:])
         except OSError:
             raise ClientDisconnected() from None
 
@@ -300,11 +322,26 @@ class Connection:
             self._timer = self.server.clock.call_at(deadline, self._on_timer)
 
     def _shutdown(self):
-        """Wake whatever the connection is blocked on (recv or sendall): it sees EOF/EPIPE."""
+        """Wake whatever the connection is blocked on (recv or sendall): it sees EOF/EPIPE.
+
+        The raw socket's shutdown, not gevent's: gevent's would also cancel the waits
+        with an exception, where EOF is the plain, expected way out.
+        """
         try:
-            self.sock.shutdown(_socket.SHUT_RDWR)
+            self.sock._sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
+
+    @property
+    def state(self):
+        """"idle" (between requests), "headers", "body" (reading), "handler" or "closed"."""
+        if self._closed:
+            return "closed"
+        if self._busy:
+            return "handler"
+        if self._in_message:
+            return "headers" if self._in_headers else "body"
+        return "idle"
 
     def close_if_idle(self):
         """For graceful stop: close now if waiting between requests; else after the reply."""
@@ -347,7 +384,7 @@ class Connection:
 
     def cancel_on_disconnect(self):
         target = gevent.getcurrent()
-        return self.watch_disconnect(lambda: gevent.kill(target, ClientDisconnected, block=False))
+        return self.watch_disconnect(lambda: gevent.kill(target, ClientDisconnected))
 
     def _drop_watches(self):
         watches = self._watches

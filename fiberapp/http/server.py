@@ -102,7 +102,7 @@ class HTTPServer:
             return
         self.stopping = True
         self._server.close()  # stops accepting; running connections are ours to finish
-        if self._connections:
+        if self._connections and timeout > 0:
             self._drained = gevent.event.Event()
             timer = self.clock.call_later(timeout, self._drained.set)
             for conn in list(self._connections):
@@ -129,8 +129,12 @@ class HTTPServer:
     def stats(self):
         """Point-in-time counters for the console and tests."""
         pool = self._pool
+        states = {"idle": 0, "headers": 0, "body": 0, "handler": 0, "closed": 0}
+        for conn in self._connections:
+            states[conn.state] += 1
         return {
             "connections": len(self._connections),
+            "states": states,
             "accepting": bool(self._server is not None and not self.stopping and pool is not None and not pool.full()),
             "max_connections": self.config.max_connections,
         }
