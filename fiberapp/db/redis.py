@@ -156,8 +156,7 @@ class RedisClient:
             if self.health_interval:
                 self._watch = self.runtime.spawn(self._watch_loop, name="redis-health")
         if wait:
-            self._client.ping()
-            self._failure = None
+            _Tracked(self, self._client.ping)()
         return self
 
     def close(self, timeout=5.0):
@@ -209,7 +208,7 @@ class RedisClient:
     def ping(self):
         """PING; True if it worked. Updates health()."""
         try:
-            return bool(self.__getattr__("ping")())
+            return bool(_Tracked(self, self.client.ping)())
         except (DbUnavailable, PoolExhausted, QueryTimeout):
             return False
 

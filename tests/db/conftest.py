@@ -55,10 +55,10 @@ def admin(pg_dsn):
 
 
 @pytest.fixture
-def redis(redis_url, runtime):
+def redis(redis_url, runtime, app_name):
     from fiberapp.db.redis import RedisClient
 
-    client = RedisClient(redis_url, runtime=runtime, max_connections=10, socket_timeout=5.0)
+    client = RedisClient(redis_url, runtime=runtime, max_connections=10, socket_timeout=5.0, client_name=app_name)
     client.open(wait=True)
     yield client
     client.close()

@@ -1,0 +1,285 @@
+"""TCP for fiber scripts that speak their own protocols: a server, a client, framing.
+
+    server = TcpServer(handle, "127.0.0.1", 7000, runtime=app.runtime, max_connections=100)
+    server.start()                 # binds now: server.address is the real (host, port)
+    ...
+    server.stop(timeout=5)         # stop accepting, let handlers finish, then cancel them
+
+    def handle(stream):            # one fiber per connection, named "<server>:<peer>"
+        while (line := stream.read_line()) is not None:
+            stream.write_line(line.upper())
+
+    stream = connect("127.0.0.1", 7000, connect_timeout=2, read_timeout=5)
+    stream.write_frame(b"payload"); reply = stream.read_frame()
+
+Framing: lines (terminated by \\n, a trailing \\r is dropped) and length-prefixed frames (a
+4-byte big-endian length, then the payload). Both are bounded (max_line, max_frame): a
+peer cannot make us buffer without limit; an oversized line or frame raises FrameTooLarge.
+
+Contracts:
+- Every read waits at most read_timeout (NetTimeout), every connect connect_timeout.
+- A clean end of stream between messages reads as None; in the middle of a message it
+  raises ConnectionClosed: a truncated message is never returned as if whole.
+- The server accepts at most max_connections at once: while full it stops accepting
+  (new peers wait in the kernel's backlog), which is backpressure, not an error.
+- A handler that raises is logged and its connection closed; the server goes on.
+"""
+import logging
+import socket
+import struct
+
+import gevent
+import gevent.lock
+
+from fiberapp.runtime.errors import FiberappError
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+
+
+class NetError(FiberappError):
+    """Root of fiberapp.net's errors."""
+
+
+class NetTimeout(NetError):
+    """A connect or read took longer than its timeout."""
+
+
+class ConnectFailed(NetError):
+    """The peer could not be reached (refused, unreachable, name not found)."""
+
+
+class ConnectionClosed(NetError):
+    """The peer closed or reset the connection in the middle of a message."""
+
+
+class FrameTooLarge(NetError):
+    """A line or frame is longer than the stream's limit."""
+
+
+class Stream:
+    """A connected socket with buffered, bounded reads. Not for sharing between fibers
+    that read at the same time (one reader, one writer is fine)."""
+
+    def __init__(self, sock, read_timeout=30.0, max_line=64 * 1024, max_frame=16 * 1024 * 1024):
+        self.sock = sock
+        self.max_line = max_line
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._eof = False
+        sock.settimeout(read_timeout)
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _fill(self):
+        """Read what is available into the buffer; False at end of stream."""
+        if self._eof:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise NetTimeout(f"{self.peer}: no data within {self.sock.gettimeout()}s") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+        if not data:
+            self._eof = True
+            return False
+        self._buf += data
+        return True
+
+    def read_line(self):
+        """The next line without its terminator, or None at a clean end of stream."""
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end >= 0:
+                if end > self.max_line:
+                    raise FrameTooLarge(f"{self.peer}: line longer than {self.max_line} bytes")
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self._buf) > self.max_line:
+                raise FrameTooLarge(f"{self.peer}: line longer than {self.max_line} bytes")
+            start = len(self._buf)
+            if not self._fill():
+                if self._buf:
+                    raise ConnectionClosed(f"{self.peer}: stream ended inside a line")
+                return None
+
+    def read_exactly(self, size):
+        """Exactly size bytes; ConnectionClosed if the stream ends first."""
+        while len(self._buf) < size:
+            if not self._fill():
+                raise ConnectionClosed(f"{self.peer}: stream ended after {len(self._buf)} of {size} bytes")
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def read_frame(self):
+        """The next length-prefixed payload, or None at a clean end of stream."""
+        while not self._buf:
+            if not self._fill():
+                return None
+        (size,) = _LENGTH.unpack(self.read_exactly(_LENGTH.size))
+        if size > self.max_frame:
+            raise FrameTooLarge(f"{self.peer}: frame of {size} bytes exceeds {self.max_frame}")
+        return self.read_exactly(size)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, data):
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise NetTimeout(f"{self.peer}: write timed out") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+
+    def write_line(self, line):
+        """Send line (str is UTF-8 encoded) followed by \\n."""
+        data = line.encode() if isinstance(line, str) else bytes(line)
+        if b"\n" in data:
+            raise ValueError("a line must not contain \\n")
+        self.write(data + b"\n")
+
+    def write_frame(self, payload):
+        payload = bytes(payload)
+        if len(payload) > self.max_frame:
+            raise FrameTooLarge(f"frame of {len(payload)} bytes exceeds {self.max_frame}")
+        self.write(_LENGTH.pack(len(payload)) + payload)
+
+
+def connect(host, port, connect_timeout=5.0, read_timeout=30.0, **limits):
+    """Open a TCP connection; returns a Stream. limits: max_line, max_frame."""
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except socket.timeout:
+        raise NetTimeout(f"{host}:{port}: no connection within {connect_timeout}s") from None
+    except OSError as exc:
+        raise ConnectFailed(f"{host}:{port}: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Stream(sock, read_timeout=read_timeout, **limits)
+
+
+class TcpServer:
+    """Accepts connections and runs handler(stream) in one fiber per connection."""
+
+    def __init__(
+        self,
+        handler,
+        host="127.0.0.1",
+        port=0,
+        *,
+        runtime,
+        name="tcp",
+        max_connections=1000,
+        read_timeout=30.0,
+        backlog=128,
+        **limits,
+    ):
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.runtime = runtime
+        self.name = name
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
+        self.backlog = backlog
+        self.limits = limits
+        self.accepted = 0
+        self.handler_errors = 0
+        self._slots = gevent.lock.BoundedSemaphore(max_connections)
+        self._handlers = set()
+        self._listener = None
+        self._acceptor = None
+
+    @property
+    def address(self):
+        """(host, port) actually bound (port 0 in the constructor picks a free one)."""
+        return self._listener.getsockname()[:2]
+
+    @property
+    def connections(self):
+        return len(self._handlers)
+
+    def start(self):
+        """Bind and listen now (errors such as "address in use" raise here), then accept
+        in a fiber named "<name>-accept"."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(self.backlog)
+        except OSError as exc:
+            listener.close()
+            raise NetError(f"{self.name}: cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self._listener = listener
+        self._acceptor = self.runtime.spawn(self._accept_loop, name=f"{self.name}-accept")
+        return self
+
+    def _accept_loop(self):
+        while True:
+            self._slots.acquire()  # full: stop accepting until a handler ends
+            try:
+                sock, _ = self._listener.accept()
+            except OSError as exc:
+                self._slots.release()
+                log.warning("%s: accept failed: %s", self.name, exc)
+                gevent.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            self.accepted += 1
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = Stream(sock, read_timeout=self.read_timeout, **self.limits)
+            fiber = self.runtime.spawn(self._serve, stream, name=f"{self.name}:{stream.peer}")
+            self._handlers.add(fiber)
+
+    def _serve(self, stream):
+        try:
+            self.handler(stream)
+        except NetError as exc:
+            log.info("%s: %s", self.name, exc)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("%s: handler failed for %s", self.name, stream.peer)
+        finally:
+            stream.close()
+            self._handlers.discard(gevent.getcurrent())
+            self._slots.release()
+
+    def stop(self, timeout=5.0):
+        """Stop accepting, wait up to timeout for the handlers to finish, cancel the rest.
+        Returns how many handlers had to be cancelled. Idempotent."""
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.cancel()
+            gevent.joinall([acceptor])
+        if self._listener is not None:
+            self._listener.close()
+        handlers = list(self._handlers)
+        gevent.joinall(handlers, timeout=timeout)
+        late = [h for h in handlers if not h.dead]
+        for fiber in late:
+            fiber.cancel()
+        gevent.joinall(late, timeout=timeout)
+        return len(late)
