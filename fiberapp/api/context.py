@@ -1,0 +1,95 @@
+"""Api: what every handler receives - the pieces it translates HTTP into calls on.
+
+Handlers are plain functions ``handler(api, request, **path_params)`` returning a
+Response (or a dict for 200). They are tested in-process by building an Api over a
+store and calling them with ``Request.build(...)``; no socket needed.
+"""
+import orjson
+
+from fiberapp.http.response import JSON, Response
+
+from .errors import InvalidJson, Unavailable, error_body
+from .sessions import HEADER as SESSION_HEADER
+from .sessions import SessionTracker, new_token, parse_token
+
+
+class Api:
+    """The API's dependencies and the small helpers every handler shares.
+
+    Either give the pieces (store, runtime, ...) or ``app``: an object with ``store``,
+    ``persistence``, ``runtime``, ``clock``, ``registry``, ``config`` and ``health()``
+    attributes, read at request time, because the app installs the routes before its
+    store has recovered. Until there is a store, queue routes answer 503 "recovering".
+
+    store       the queue store (queues.store.Store)
+    runtime     the fiber runtime (fibers listing, spawning the session reaper)
+    clock       the runtime's clock (session expiry)
+    persistence optional: snapshot(), stats(), recovering
+    registry    prometheus CollectorRegistry served at /metrics
+    health      optional callable -> "ok" | a reason (503) | (status, body)
+    session_ttl seconds of silence after which an HTTP session ends
+    """
+
+    def __init__(self, store=None, runtime=None, *, app=None, clock=None, persistence=None,
+                 registry=None, health=None, session_ttl=60.0, api_token=None):
+        self._app = app
+        self._store = store
+        self._persistence = persistence
+        self.runtime = runtime if runtime is not None else getattr(app, "runtime", None)
+        self.clock = (clock or getattr(app, "clock", None) or getattr(self.runtime, "clock", None)
+                      or getattr(store, "clock", None))
+        self.registry = registry
+        self.health = health if health is not None else getattr(app, "health", None)
+        self.api_token = api_token
+        self.sessions = SessionTracker(lambda: self.store.sessions, self.clock, session_ttl)
+        self.routes = []  # the RouteSpecs installed (for the OpenAPI document and tests)
+
+    @property
+    def store(self):
+        store = self._app.store if self._app is not None else self._store
+        if store is None:
+            raise Unavailable("the queue store is not ready yet (recovering)", code="recovering")
+        return store
+
+    @property
+    def has_store(self):
+        return (self._app.store if self._app is not None else self._store) is not None
+
+    @property
+    def persistence(self):
+        return self._app.persistence if self._app is not None else self._persistence
+
+    # -- request helpers ------------------------------------------------------------------
+
+    def body(self, req, schema):
+        """Parse the JSON body (empty = {}) and validate it against ``schema``."""
+        raw = req.body
+        if not raw or raw.isspace():
+            obj = None
+        else:
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+        return schema.validate(obj)
+
+    def session_of(self, req, create=False):
+        """(name, fresh): the session named by the header; with create, a new one if absent."""
+        value = req.headers.get("x-fiberapp-session")
+        if value:
+            return parse_token(value.strip()), False
+        if create:
+            return new_token(), True
+        return None, False
+
+
+def reply(obj, status=200, headers=None):
+    return Response(orjson.dumps(obj), status, headers, JSON)
+
+
+def error_reply(status, code, message, headers=None):
+    return Response(orjson.dumps(error_body(code, message)), status, headers, JSON)
+
+
+def session_header(name):
+    return [(SESSION_HEADER, name)]

@@ -1,0 +1,116 @@
+"""install(): put the API's routes on a router, wrapped once each with auth and error
+mapping, and start the API's two small fibers (session reaper, loop-lag probe)."""
+import orjson
+from prometheus_client import CollectorRegistry
+
+from fiberapp.http.errors import HTTPError
+from fiberapp.http.response import JSON, Response
+from fiberapp.http.router import Route
+
+from . import openapi
+from .auth import TokenCheck
+from .context import Api, error_reply
+from .errors import ApiError, NotFound, status_and_code
+from .metrics import LoopLag, StoreCollector
+from .routes import ROUTES
+
+OWNER = "fiberapp.api"
+
+
+def install(router, *, store=None, runtime=None, persistence=None, registry=None, config=None,
+            health=None, clock=None, api_token=None, session_ttl=None, app=None, start=True,
+            loop_lag_interval=1.0):
+    """Register every API route on ``router`` and return the Api context.
+
+    Pass the pieces, or ``app`` (fiberapp.app.App): then store, persistence, runtime,
+    clock, registry, config and health are read from it, store and persistence at request
+    time (the app installs the API before its store has recovered). ``config`` supplies ``api_token`` and ``session_ttl`` unless they are
+    passed explicitly. ``health`` is a callable returning "ok" (200) or a reason such as
+    "recovering"/"draining" (503); without it, health is derived from
+    ``persistence.recovering`` and ``store.draining``. ``registry`` is the prometheus
+    CollectorRegistry served at /metrics (a private one if None). With ``start`` (and a
+    runtime) the session reaper and the loop-lag probe fibers are spawned; Api.stop()
+    cancels them.
+    """
+    if app is not None:
+        config = config if config is not None else getattr(app, "config", None)
+        registry = registry if registry is not None else getattr(app, "registry", None)
+    if api_token is None:
+        api_token = getattr(config, "api_token", None)
+    if session_ttl is None:
+        session_ttl = getattr(config, "session_ttl", None) or 60.0
+    if store is None and app is None:
+        raise TypeError("install() needs store= (or app=)")
+    api = Api(store, runtime, app=app, clock=clock, persistence=persistence,
+              registry=registry if registry is not None else CollectorRegistry(),
+              health=health, session_ttl=session_ttl, api_token=api_token)
+    api.token = TokenCheck(api_token)
+    api.matchers = []
+    doc = orjson.dumps(openapi.document(ROUTES))
+    api.openapi_bytes = lambda: Response(doc, 200, None, JSON)
+
+    for spec in ROUTES:
+        router.add(spec.method, spec.path, _wrap(api, spec), owner=OWNER,
+                   name=f"{spec.method} {spec.path}")
+        api.routes.append(spec)
+        api.matchers.append((spec.method, Route(spec.method, spec.path, spec.handler)))
+    # Anything else under /api/v1 answers in the API's error shape (and after auth), not
+    # the router's generic one.
+    router.add("*", "/api/v1/{rest:path}", _wrap(api, None), owner=OWNER, name="/api/v1/*")
+
+    runtime = api.runtime
+    lag = LoopLag(api.clock, loop_lag_interval) if runtime is not None else None
+    api.registry.register(StoreCollector(api, lag))
+    api._fibers = []
+    if start and runtime is not None:
+        api.sessions.start(runtime)
+        api._fibers.append(runtime.spawn(lag.run, name="api-loop-lag"))
+    api.stop = lambda: _stop(api)
+    return api
+
+
+def _stop(api):
+    api.sessions.stop()
+    for fiber in api._fibers:
+        fiber.cancel()
+    api._fibers = []
+
+
+def _wrap(api, spec):
+    """The one wrapper per route: auth, then the handler, then error mapping."""
+    if spec is None:
+        handler = _no_route
+        auth = True
+    else:
+        handler = spec.handler
+        auth = spec.auth
+    token = api.token if auth and api.token.enabled else None
+
+    def call(request):
+        try:
+            if token is not None:
+                token.check(request.headers.get("authorization"))
+            return handler(api, request, **request.params)
+        except HTTPError as exc:  # e.g. a query string that is not UTF-8
+            return error_reply(exc.status, exc.code, exc.message, list(exc.headers) or None)
+        except Exception as exc:
+            mapped = status_and_code(exc)
+            if mapped is None:
+                raise  # a bug in fiberapp: the server logs it and answers 500
+            return error_reply(*mapped, getattr(exc, "headers", None))
+
+    call.__name__ = getattr(handler, "__name__", "api")
+    call.__doc__ = getattr(handler, "__doc__", None)
+    return call
+
+
+def _no_route(api, request, rest):
+    path = request.path
+    allowed = sorted({method for method, route in api.matchers
+                      if (route.pattern == path if route.static else route.match(path) is not None)})
+    if allowed:
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        raise ApiError(f"{request.method} is not allowed on {request.path}", code="method_not_allowed",
+                       status=405, headers=[("Allow", ", ".join(allowed))])
+    raise NotFound(f"no such endpoint: {request.path}", code="no_such_endpoint")

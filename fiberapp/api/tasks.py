@@ -1,0 +1,176 @@
+"""Handlers for tasks: put (one or a batch), list, peek, delete, take, ack, release,
+bury, touch.
+
+Sessions: take, ack, release and touch act for the session named by the
+X-Fiberapp-Session header. A take without one gets a fresh session, returned in the same
+header. While a request runs its session is "in flight" and cannot expire. ack, release
+or touch without the header act for no session, so the store refuses them (409
+not_owner): a task belongs to the session that took it.
+
+Long polls: a take that may wait asks the HTTP server to throw ClientDisconnected into
+its fiber if the client hangs up; the store guarantees that a cancelled waiter takes
+nothing. A session created for that one request is ended at once.
+
+Single-task operations answer with the task as it is after the operation: the Task
+object is looked up first and the store changes it in place.
+"""
+import base64
+
+from fiberapp.http.errors import ClientDisconnected
+from fiberapp.http.response import Response
+
+from . import schemas
+from .context import reply, session_header
+from .errors import InvalidField, MissingField
+
+# Task fields not shown over HTTP: "session" is the owner's token (showing it would let
+# anyone ack for the owner); the rest are internal bookkeeping.
+_HIDDEN = ("session",)
+
+
+def task_json(task):
+    out = task.to_dict()
+    for name in _HIDDEN:
+        out.pop(name, None)
+    if not out.get("existing"):
+        out.pop("existing", None)
+    data = out.get("data")
+    if isinstance(data, (bytes, bytearray)):
+        # Fiber scripts may put bytes; JSON cannot carry them, so say how they are encoded.
+        out["data"] = base64.b64encode(data).decode("ascii")
+        out["data_encoding"] = "base64"
+    return out
+
+
+def put(api, req, tube):
+    body = api.body(req, schemas.PUT)
+    t = api.store.tube(tube)
+    if "tasks" in body:
+        if len(body) > 1:
+            extra = sorted(k for k in body if k != "tasks")[0]
+            raise InvalidField(extra, "cannot be given beside tasks (put each task's fields inside it)")
+        for i, item in enumerate(body["tasks"]):
+            if "data" not in item:
+                raise MissingField(f"tasks[{i}].data")
+        tasks = t.put_many(body["tasks"])
+        return reply({"tasks": [task_json(x) for x in tasks]}, 201)
+    if "data" not in body:
+        raise MissingField("data")
+    data = body.pop("data")
+    task = t.put(data, **body)
+    if task.existing:
+        return reply({"task": task_json(task), "existing": True}, 200)
+    return reply({"task": task_json(task)}, 201)
+
+
+def list_tasks(api, req, tube):
+    q = schemas.query_args(schemas.LIST_QUERY, req.query)
+    t = api.store.tube(tube)
+    return {"tasks": [task_json(x) for x in live_tasks(t, q.get("state"), q["limit"])]}
+
+
+def live_tasks(tube, state, limit):
+    """Tube.tasks(state, limit), called through the class: the instance attribute ``tasks``
+    (the id -> Task dict) shadows the method on the instance. (Adapter: see the report.)"""
+    return type(tube).tasks(tube, state=state, limit=limit)
+
+
+def peek(api, req, tube, id):
+    return {"task": task_json(api.store.tube(tube).peek(id))}
+
+
+def delete(api, req, tube, id):
+    t = api.store.tube(tube)
+    task = t.peek(id)
+    t.delete(id)
+    return {"task": task_json(task)}
+
+
+def bury(api, req, tube, id):
+    api.body(req, schemas.EMPTY)
+    t = api.store.tube(tube)
+    task = t.peek(id)
+    t.bury(id)
+    return {"task": task_json(task)}
+
+
+def ack(api, req, tube, id):
+    api.body(req, schemas.EMPTY)
+    return _owned(api, req, tube, id, lambda t, s: t.ack(id, session=s))
+
+
+def release(api, req, tube, id):
+    body = api.body(req, schemas.RELEASE)
+    return _owned(api, req, tube, id, lambda t, s: t.release(id, session=s, **body))
+
+
+def touch(api, req, tube, id):
+    body = api.body(req, schemas.TOUCH)
+    return _owned(api, req, tube, id, lambda t, s: t.touch(id, body["delta"], session=s))
+
+
+def _owned(api, req, tube, id, call):
+    """Run ``call(tube, session)`` for the request's session, keeping the session alive."""
+    session, _ = api.session_of(req)
+    t = api.store.tube(tube)
+    task = t.peek(id)
+    if session is None:
+        call(t, None)
+        return {"task": task_json(task)}
+    api.sessions.enter(session)
+    try:
+        call(t, session)
+    finally:
+        api.sessions.leave(session)
+    return {"task": task_json(task)}
+
+
+def take(api, req, tube):
+    body = api.body(req, schemas.TAKE)
+    t = api.store.tube(tube)
+    timeout = body.get("timeout", 0.0)
+    count = body.get("count")
+    if count is None:
+        session, task = _waiting(api, req, lambda s: t.take(timeout, session=s))
+        if task is None:
+            return _nothing(session)
+        return reply({"task": task_json(task)}, 200, session_header(session))
+    session, tasks = _waiting(api, req, lambda s: t.take_many(count, timeout=timeout, session=s))
+    if not tasks:
+        return _nothing(session)
+    return reply({"tasks": [task_json(x) for x in tasks]}, 200, session_header(session))
+
+
+def take_any(api, req):
+    body = api.body(req, schemas.TAKE_ANY)
+    store = api.store
+    for name in body["tubes"]:
+        store.tube(name)  # 404 for a missing tube before waiting on the others
+    session, task = _waiting(api, req, lambda s: store.take_any(body["tubes"], body.get("timeout", 0.0), session=s))
+    if task is None:
+        return _nothing(session)
+    return reply({"task": task_json(task)}, 200, session_header(session))
+
+
+def _nothing(session):
+    return Response(b"", 204, session_header(session))
+
+
+def _waiting(api, req, call):
+    """Run a take that may wait: session in flight, cancelled if the client hangs up."""
+    session, fresh = api.session_of(req, create=True)
+    api.sessions.enter(session)
+    watch = req.cancel_on_disconnect()
+    hung_up = False
+    try:
+        return session, call(session)
+    except ClientDisconnected:
+        hung_up = True
+        raise
+    finally:
+        watch.cancel()
+        api.sessions.leave(session)
+        if hung_up and fresh:
+            # Nobody can name this session again: end it now rather than after session_ttl,
+            # so a task taken in the instant before the hang-up goes back at once.
+            api.sessions.end_now(session)
