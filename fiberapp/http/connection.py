@@ -178,7 +178,7 @@ class Connection:
                     if not keep:
                         return
                 if error is not None:
-                    self._send(error.head(server.date_line(), False) + error.body)
+                    self._send(error.encode(server.date_line, False))
                     return
                 if upgrade:
                     return
@@ -208,42 +208,48 @@ class Connection:
         Returns whether the connection stays open.
         """
         server = self.server
-        date_line = server.date_line()
+        date_line = server.date_line
         out = []
         keep = True
         self._deadline = None  # handlers may take as long as they like
         self._busy = True
         try:
             for item in ready:
-                resp, request = self._handle(item)
-                keep = request.keep_alive if request is not None else False
-                if force_close or server.stopping:
+                request = self._make_request(item)
+                if request.__class__ is Request:
+                    resp = self._handle(request)
+                    # server.stopping read after the handler: a stop may begin while it runs
+                    keep = request.keep_alive and not force_close and not server.stopping
+                    out.append(resp.encode(date_line, keep, request.version == "1.0", request.method == "HEAD"))
+                else:  # a request the parser took but we cannot (bad path): 400 and close
                     keep = False
-                head = resp.head(date_line, keep, request is not None and request.version == "1.0")
-                if request is not None and request.method == "HEAD":
-                    out.append(head)
-                else:
-                    out.append(head + resp.body if resp.body else head)
+                    out.append(request.encode(date_line, False))
                 if not keep:
                     break
         finally:
             self._busy = False
-            self._drop_watches()
+            if self._watches:
+                self._drop_watches()
         self._send(out[0] if len(out) == 1 else b"".join(out))
-        now = server.clock.monotonic()
-        self._set_deadline(now + server.config.idle_timeout)
+        deadline = server.clock.monotonic() + server.config.idle_timeout
+        if self._timer_at is None or deadline < self._timer_at:
+            self._set_deadline(deadline)
+        else:
+            self._deadline = deadline  # the armed timer re-arms itself for this
         return keep
 
-    def _handle(self, item):
-        method, url, headers, body, version, keep_alive = item
+    def _handle(self, request):
         server = self.server
-        try:
-            request = self._make_request(method, url, headers, body, version, keep_alive)
-        except BadRequest as exc:
-            return error_response(400, exc.code, exc.message), None
         metrics, access = server.metrics, server.access_log
-        if metrics is not None or access is not None:
-            t0 = server.clock.monotonic()
+        if metrics is None and access is None:
+            try:
+                return server.app(request)
+            except ClientDisconnected:
+                raise
+            except Exception:
+                log.exception("application raised for %s %s", request.method, request.path)
+                return error_response(500, "internal_error", "internal server error")
+        t0 = server.clock.monotonic()
         try:
             resp = server.app(request)
         except ClientDisconnected:
@@ -251,36 +257,39 @@ class Connection:
         except Exception:
             log.exception("application raised for %s %s", request.method, request.path)
             resp = error_response(500, "internal_error", "internal server error")
-        if metrics is not None or access is not None:
-            elapsed = server.clock.monotonic() - t0
-            route = request.route.name if request.route is not None else "<unmatched>"
-            if metrics is not None:
-                metrics.observe(route, request.method, resp.status, elapsed)
-            if access is not None:
-                access.info("%s %s %s %d %d %.3fms", self.addr[0] if self.addr else "-", request.method,
-                            request.path, resp.status, len(resp.body), elapsed * 1000.0)
-        return resp, request
+        elapsed = server.clock.monotonic() - t0
+        route = request.route.name if request.route is not None else "<unmatched>"
+        if metrics is not None:
+            metrics.observe(route, request.method, resp.status, elapsed)
+        if access is not None:
+            access.info("%s %s %s %d %d %.3fms", self.addr[0] if self.addr else "-", request.method,
+                        request.path, resp.status, len(resp.body), elapsed * 1000.0)
+        return resp
 
-    def _make_request(self, method, url, headers, body, version, keep_alive):
-        meth = _METHODS.get(method)
-        if meth is None:
-            meth = method.decode("latin-1")
-        if url[:1] == b"/":
-            path, _, query = url.partition(b"?")
-        elif url == b"*":
-            path, query = url, b""
+    def _make_request(self, item):
+        """A Request from the parsed pieces, or an error Response if the target is unusable."""
+        method, url, headers, body, version, keep_alive = item
+        meth = _METHODS.get(method) or method.decode("latin-1")
+        if url.isascii() and b"%" not in url and url[:1] == b"/":
+            # The common case: decode once, split the str.
+            path, _, query = url.decode("ascii").partition("?")
         else:
             try:
-                parsed = parse_url(url)
-            except HttpParserError:
-                raise BadRequest("malformed request target") from None
-            path, query = parsed.path or b"/", parsed.query or b""
-        if b"%" in path or not path.isascii():
-            path = decode_path(path)
-        else:
-            path = path.decode("ascii")
-        return Request(meth, path, query.decode("latin-1"), headers, body, version, keep_alive,
-                       self.addr, self)
+                if url[:1] == b"/":
+                    raw_path, _, raw_query = url.partition(b"?")
+                elif url == b"*":
+                    raw_path, raw_query = url, b""
+                else:
+                    try:
+                        parsed = parse_url(url)
+                    except HttpParserError:
+                        raise BadRequest("malformed request target") from None
+                    raw_path, raw_query = parsed.path or b"/", parsed.query or b""
+                path = decode_path(raw_path)
+                query = raw_query.decode("latin-1")
+            except BadRequest as exc:
+                return error_response(400, exc.code, exc.message)
+        return Request(meth, path, query, headers, body, version, keep_alive, self.addr, self)
 
     def _send(self, data):
         # Fast path: a small response fits the socket buffer in one non-blocking send.

@@ -13,6 +13,7 @@ Serialisation (head()) is the server's hot path: status lines and the common hea
 lines are pre-encoded, and the Date header is rebuilt at most once a second.
 """
 from http import HTTPStatus
+from types import MappingProxyType
 
 import orjson
 
@@ -22,6 +23,18 @@ _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for cod
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
 OCTETS = b"application/octet-stream"
+
+
+_END = b"\r\n"
+_END_CLOSE = b"Connection: close\r\n\r\n"
+_END_KEEP_10 = b"Connection: keep-alive\r\n\r\n"
+
+
+def _ct_line(ct):
+    return b"Content-Type: " + (ct if isinstance(ct, bytes) else ct.encode("latin-1")) + b"\r\n"
+
+
+_CT_LINES = MappingProxyType({ct: _ct_line(ct) for ct in (JSON, TEXT, OCTETS)})
 
 
 def status_line(status):
@@ -46,7 +59,7 @@ class Response:
         self.status = status
         self.body = body
         self.content_type = content_type
-        self.headers = list(headers) if headers else []
+        self.headers = headers if headers is not None else ()  # [(name, value)]; see add_header
 
     @classmethod
     def json(cls, obj, status=200, headers=None):
@@ -67,25 +80,29 @@ class Response:
         """The body decoded as JSON (for tests and clients of in-process calls)."""
         return orjson.loads(self.body)
 
-    def head(self, date_line, keep_alive, http10=False):
-        """The status line and headers, ending with the blank line, as bytes."""
+    def add_header(self, name, value):
+        if not isinstance(self.headers, list):
+            self.headers = list(self.headers)
+        self.headers.append((name, value))
+
+    def encode(self, date_line, keep_alive, http10=False, head_only=False):
+        """The whole response (status line, headers, blank line, body) as one bytes."""
         status = self.status
-        parts = [status_line(status), date_line]
+        line = _STATUS_LINES.get(status) or status_line(status)
         body = self.body
-        if status >= 200 and status not in (204, 304):
-            parts.append(b"Content-Length: %d\r\n" % len(body))
+        if status >= 200 and status != 204 and status != 304:
             ct = self.content_type
-            if ct is not None:
-                parts.append(b"Content-Type: " + (ct if isinstance(ct, bytes) else ct.encode("latin-1")) + b"\r\n")
-        for name, value in self.headers:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not keep_alive:
-            parts.append(b"Connection: close\r\n\r\n")
-        elif http10:
-            parts.append(b"Connection: keep-alive\r\n\r\n")
+            if ct is None:
+                framing = b"Content-Length: %d\r\n" % len(body)
+            else:
+                framing = b"Content-Length: %d\r\n%s" % (len(body), _CT_LINES.get(ct) or _ct_line(ct))
         else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
+            framing = b""
+        extra = b"".join([f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers]) if self.headers else b""
+        end = _END_KEEP_10 if http10 and keep_alive else _END if keep_alive else _END_CLOSE
+        if head_only:
+            body = b""
+        return b"%s%s%s%s%s%s" % (line, date_line, framing, extra, end, body)
 
     def __repr__(self):
         return f"<Response {self.status} {len(self.body)} bytes>"
@@ -93,8 +110,13 @@ class Response:
 
 def to_response(value):
     """Turn a handler's return value into a Response (see the module docstring)."""
-    if type(value) is Response:
+    t = type(value)
+    if t is Response:
         return value
+    if t is dict or t is list:
+        return Response(orjson.dumps(value), 200, None, JSON)
+    if t is str:
+        return Response(value.encode("utf-8"), 200, None, TEXT)
     if isinstance(value, (dict, list)):
         return Response(orjson.dumps(value), 200, None, JSON)
     if isinstance(value, str):

@@ -15,6 +15,7 @@ All timeouts, including stop's, are measured on the clock passed in.
 """
 import logging
 import socket as _socket
+from email.utils import formatdate
 
 import gevent.event
 from gevent.pool import Pool
@@ -30,26 +31,6 @@ from .response import to_response
 log = logging.getLogger("fiberapp.http")
 
 RECV_BUFFER = 64 * 1024
-
-
-class _DateCache:
-    """The Date header line, rebuilt when the wall-clock second changes."""
-
-    __slots__ = ("clock", "second", "line")
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.second = None
-        self.line = b""
-
-    def __call__(self):
-        now = int(self.clock.time())
-        if now != self.second:
-            from email.utils import formatdate
-
-            self.second = now
-            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self.line
 
 
 class HTTPServer:
@@ -69,7 +50,9 @@ class HTTPServer:
         self.name = name
         self.metrics = HTTPMetrics(registry) if registry is not None else None
         self.access_log = logging.getLogger("fiberapp.http.access") if config.access_log else None
-        self.date_line = _DateCache(self.clock)
+        # The Date header line; refreshed by a timer every second rather than per request.
+        self.date_line = b""
+        self._date_timer = None
         # Shared by every connection: see connection.py for why that is safe.
         self.buffer = bytearray(RECV_BUFFER)
         self.view = memoryview(self.buffer)
@@ -79,6 +62,13 @@ class HTTPServer:
         self._pool = None
         self._server = None
         self._drained = None
+        self._tick_date()
+
+    def _tick_date(self):
+        now = self.clock.time()
+        self.date_line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        if self._server is not None and not self.stopping:
+            self._date_timer = self.clock.call_later(1.0 - (now % 1.0), self._tick_date)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self):
@@ -92,6 +82,7 @@ class HTTPServer:
         self._pool = Pool(self.config.max_connections)
         self._server = StreamServer(listener, self._handle, spawn=self._pool)
         self._server.start()
+        self._tick_date()
         self.address = listener.getsockname()[:2]
         log.info("%s: listening on %s:%d", self.name, *self.address)
         return self.address
@@ -101,6 +92,8 @@ class HTTPServer:
         if self._server is None or self.stopping:
             return
         self.stopping = True
+        if self._date_timer is not None:
+            self._date_timer.cancel()
         self._server.close()  # stops accepting; running connections are ours to finish
         if self._connections and timeout > 0:
             self._drained = gevent.event.Event()

@@ -415,7 +415,7 @@ def test_stop_kills_what_is_still_running_at_the_deadline(serve, connect, clock)
     c.send(get("/stuck"))
     entered.wait(5)
     stopper = gevent.spawn(server.stop, 10)
-    wait_for(lambda: clock.pending() > 0)
+    wait_for(lambda: server.stopping)  # stop() arms its deadline timer in the same step
     clock.advance(9)
     assert not stopper.dead
     clock.advance(2)
