@@ -1,0 +1,185 @@
+"""PostgreSQL throughput: fibers over fiberapp's pool vs a thread-per-request baseline.
+
+    .venv/bin/python -m bench.db [--dsn DSN] [--duration 3] [--runs 3]
+
+Two experiments, each side by side in one run, medians of --runs:
+
+1. A trivial query (SELECT %s::int + 1) through PgPool with 1, 10 and 100 fibers, and
+   through a ThreadPoolExecutor of 8 and 30 threads with plain psycopg (one connection
+   per thread).
+2. A query that waits 5 ms in the database (SELECT pg_sleep(0.005)): 200 fibers over a
+   pool of 50 against 8 (and 30) blocking threads: the case for fibers.
+
+The thread baseline runs in a separate process that is NOT monkey-patched (this one is,
+and patched threads would be greenlets): `python -m bench.db --threads N ...` is that
+worker; it prints one JSON line.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_DSN = os.environ.get("FIBERAPP_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
+FAST = "SELECT %s::int + 1"
+SLOW = "SELECT pg_sleep(0.005)"
+
+
+def _params(query, i):
+    return (i,) if "%s" in query else None
+
+
+# -- the unpatched thread worker ------------------------------------------------------------
+
+def thread_worker(dsn, threads, query, duration):
+    """Plain psycopg, one connection per thread, every thread querying until the deadline."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    local = threading.local()
+    conns = []
+    lock = threading.Lock()
+
+    def connection():
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = psycopg.connect(dsn, autocommit=True)
+            with lock:
+                conns.append(conn)
+        return conn
+
+    # Connect every thread first, so connection set-up is not timed.
+    with ThreadPoolExecutor(threads) as pool:
+        barrier = threading.Barrier(threads)
+
+        def warm(_):
+            connection().execute("SELECT 1")
+            barrier.wait()
+
+        list(pool.map(warm, range(threads)))
+        deadline = time.monotonic() + duration
+
+        def loop(_):
+            conn, n = connection(), 0
+            while time.monotonic() < deadline:
+                conn.execute(query, _params(query, n)).fetchone()
+                n += 1
+            return n
+
+        start = time.monotonic()
+        total = sum(pool.map(loop, range(threads)))
+        elapsed = time.monotonic() - start
+    for conn in conns:
+        conn.close()
+    return total / elapsed
+
+
+def run_threads(dsn, threads, query, duration):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.db", "--threads", str(threads), "--query", query,
+         "--duration", str(duration), "--dsn", dsn],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["qps"]
+
+
+# -- the patched fiber side ------------------------------------------------------------------
+
+def run_fibers(runtime, dsn, fibers, pool_size, query, duration):
+    """Queries per second with `fibers` fibers sharing a PgPool of pool_size."""
+    import gevent
+
+    from fiberapp.db.pg import PgPool
+
+    pool = PgPool(dsn, runtime=runtime, min_size=pool_size, max_size=pool_size, max_wait=30,
+                  application_name="fiberapp-bench")
+    pool.open(wait=True, timeout=30)
+    try:
+        deadline = time.monotonic() + duration
+        counts = [0] * fibers
+
+        def loop(slot):
+            n = 0
+            while time.monotonic() < deadline:
+                pool.fetch_val(query, _params(query, n))
+                n += 1
+            counts[slot] = n
+
+        start = time.monotonic()
+        workers = [runtime.spawn(loop, i, name=f"bench-{i}") for i in range(fibers)]
+        gevent.joinall(workers, raise_error=True)
+        return sum(counts) / (time.monotonic() - start)
+    finally:
+        pool.close()
+
+
+def cpu_pressure():
+    """Linux PSI: % of the last 10 s in which some runnable task waited for a CPU. Other
+    processes competing for the 2 cores starve the single-threaded fiber process more than
+    a 30-thread process, so the figure is printed next to the results."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return float(f.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def median_of(runs, fn):
+    values = [fn() for _ in range(runs)]
+    return statistics.median(values), values
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.db", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--runs", type=int, default=3, help="measurements per configuration (median)")
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # worker mode
+    parser.add_argument("--query", default=FAST, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        print(json.dumps({"qps": thread_worker(args.dsn, args.threads, args.query, args.duration)}))
+        return
+
+    from fiberapp.runtime.patch import patch_all
+
+    patch_all()  # before psycopg is imported in this process
+    from fiberapp.runtime.fiber import Runtime
+
+    runtime = Runtime(watchdog_limit=0, cpu_accounting=False)
+    runtime.start()
+    rows = []
+
+    def measure(label, fn):
+        med, values = median_of(args.runs, fn)
+        rows.append((label, med, values))
+        print(f"{label:<52} {med:>9.0f} q/s   runs: {', '.join(f'{v:.0f}' for v in values)}", flush=True)
+        return med
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs x {args.duration}s each,"
+          f" load {os.getloadavg()[0]:.1f}, CPU pressure (PSI some avg10) {cpu_pressure():.0f}%\n")
+    print(f"1) {FAST}")
+    t8 = measure("threads: 8 threads, 8 connections (unpatched)", lambda: run_threads(args.dsn, 8, FAST, args.duration))
+    t30 = measure("threads: 30 threads, 30 connections (unpatched)", lambda: run_threads(args.dsn, 30, FAST, args.duration))
+    f1 = measure("fibers: 1 fiber, pool of 1", lambda: run_fibers(runtime, args.dsn, 1, 1, FAST, args.duration))
+    f10 = measure("fibers: 10 fibers, pool of 10", lambda: run_fibers(runtime, args.dsn, 10, 10, FAST, args.duration))
+    f100 = measure("fibers: 100 fibers, pool of 50", lambda: run_fibers(runtime, args.dsn, 100, 50, FAST, args.duration))
+    print(f"   ratios vs 8 threads: 1 fiber {f1 / t8:.2f}x, 10 fibers {f10 / t8:.2f}x, 100 fibers {f100 / t8:.2f}x;"
+          f" 30 threads {t30 / t8:.2f}x\n")
+
+    print(f"2) {SLOW}")
+    s8 = measure("threads: 8 threads, 8 connections (unpatched)", lambda: run_threads(args.dsn, 8, SLOW, args.duration))
+    s30 = measure("threads: 30 threads, 30 connections (unpatched)", lambda: run_threads(args.dsn, 30, SLOW, args.duration))
+    s200 = measure("fibers: 200 fibers, pool of 50", lambda: run_fibers(runtime, args.dsn, 200, 50, SLOW, args.duration))
+    print(f"   200 fibers / 8 threads = {s200 / s8:.2f}x (target >= 5x); 200 fibers / 30 threads = {s200 / s30:.2f}x")
+    print(f"\nload {os.getloadavg()[0]:.1f}, CPU pressure (PSI some avg10) {cpu_pressure():.0f}% at the end")
+    runtime.stop()
+
+
+if __name__ == "__main__":
+    main()
