@@ -44,6 +44,7 @@ class App:
         self.http = None
         self.router = None
         self.console = None
+        self.api = None
         self._shutdown_hooks = []
         self._config_path = config_path
         self._cli_overrides = dict(cli_overrides or {})
@@ -86,15 +87,20 @@ class App:
         cfg = self.config
         self.started_at = self.clock.time()
         os.makedirs(cfg.data_dir, exist_ok=True)
-        self.runtime.start()
         self.state = "recovering"
         self.router, self.http = wiring.build_http(self)
         self.http.start()  # /health answers 503 while the store recovers
         self.store, self.persistence = wiring.open_store(self)
+        self.store.start(self.runtime)       # the ticker fiber: delays, ttr, ttl
+        self.persistence.start()             # the checkpoint fiber
+        self.api = wiring.install_api(self)
         self.pg, self.pgs, self.redis = wiring.open_databases(self)
         for path in self._script_paths():
             self.scripts.append(load_script(self, path))
         self.console = wiring.start_console(self)
+        # Accounting and the watchdog start once start-up (imports, recovery: blocking by
+        # nature) is over, so the watchdog reports fibers, not the boot sequence.
+        self.runtime.start()
         self.state = "running"
         host, port = self.address
         log.info("fiberapp ready: http://%s:%d/ (data in %s, wal_mode=%s, %d script(s))",
@@ -166,8 +172,8 @@ class App:
         deadline = time.monotonic() + timeout
         self.state = "draining"
         self.notifier.stopping()
-        if self.store is not None and hasattr(self.store, "set_draining"):
-            self.store.set_draining(True)
+        if self.store is not None:
+            self.store.drain(True)  # puts are refused from now on; takes still served
         for hook in list(self._shutdown_hooks):
             try:
                 hook()
@@ -177,15 +183,15 @@ class App:
             self.http.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self.console is not None:
             self.console.stop()
+        if self.api is not None:
+            self.api.stop()
         for ctx in self.scripts:
             ctx.unload(timeout=max(0.0, deadline - time.monotonic()))
         for client in [self.redis, *self.pgs.values()]:
             if client is not None:
                 client.close()
         if self.persistence is not None:
-            self.persistence.close()
-        elif self.store is not None:
-            self.store.stop()
+            self.persistence.close()  # flushes the WAL, stops the store, releases the lock
         self.runtime.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.state = "stopped"
         self._stopped.set()
@@ -212,11 +218,12 @@ class App:
                 body["status"] = "degraded"  # still 200: the queues work without the databases
         return code, body
 
-    def snapshot(self):
-        if self.persistence is None:
-            from fiberapp.runtime.errors import FiberappError
+    def health_reason(self):
+        """"ok", or why the server is not serving (what the API's /health reports with 503)."""
+        return "ok" if self.state == "running" else self.state
 
-            raise FiberappError("snapshots need wal_mode write or fsync")
+    def snapshot(self):
+        """Write a snapshot now; returns {"lsn", "file"}."""
         return self.persistence.snapshot()
 
     def info(self):

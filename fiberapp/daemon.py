@@ -29,15 +29,20 @@ def read_pid(path):
             pid = int(f.read().strip() or 0)
     except (FileNotFoundError, ValueError):
         return None
-    if pid <= 0:
-        return None
+    return pid if pid > 0 and is_alive(pid) else None
+
+
+def is_alive(pid):
+    """True while the process exists and is not a zombie (a daemon whose parent has gone
+    may linger as a zombie until something reaps it: it has exited all the same)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 def write_pidfile(path):

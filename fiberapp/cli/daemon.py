@@ -16,7 +16,7 @@ import click
 import psutil
 
 from fiberapp.cli.options import load_config, overrides_from, server_options
-from fiberapp.daemon import read_pid
+from fiberapp.daemon import is_alive, read_pid
 
 
 def _format_uptime(seconds):
@@ -91,7 +91,7 @@ def _stop(cfg, timeout):
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        if not is_alive(pid):
             click.echo(f"fiberapp stopped (pid {pid})")
             return 0
         time.sleep(0.05)  # polling a foreign process: no event to wait on
