@@ -68,7 +68,11 @@ def remove_pidfile(path):
 def serve(cfg, *, config_path=None, cli_overrides=None, cli_scripts=()):
     """Run the server until a stop signal; return the process exit code."""
     from fiberapp.app import App
+    from fiberapp.runtime import patch
 
+    problems = patch.verify()
+    if problems:  # every query or fsync would block the whole loop: refuse to run like that
+        raise FiberappError("gevent monkey-patching did not take: " + "; ".join(problems))
     notifier = Notifier()
     stop_requested = gevent.event.Event()
     signals = {"stop": 0}

@@ -236,3 +236,34 @@ def test_second_server_on_same_data_dir_is_refused(server, tmp_path):
     out = cli("run", "--listen", "127.0.0.1:0", "--data-dir", s.data_dir)
     assert out.returncode != 0
     assert "already running" in out.stderr or "lock" in out.stderr
+
+
+def test_make_run_serves_health(tmp_path):
+    """`make run` (the README's command) brings the server up; SIGINT (Ctrl-C) stops it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    s = Server(tmp_path)
+    import socket as _socket
+
+    notify = str(tmp_path / "notify.sock")
+    s._notify = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    s._notify.bind(notify)
+    s._log = open(s.log_path, "wb")
+    s.proc = subprocess.Popen(
+        ["make", "--no-print-directory", "-C", root, "run",
+         f"ARGS=--listen 127.0.0.1:0 --data-dir {s.data_dir}"],
+        env=dict(os.environ, NOTIFY_SOCKET=notify), stdout=s._log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        s.wait_for("READY=1", 60)
+        assert s.request("GET", "/health") == (200, {"status": "ok"})
+    finally:
+        os.killpg(s.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        s.proc.wait(30)  # make itself dies of the SIGINT, as it does in a terminal
+        s._notify.close()
+    assert "stopped cleanly" in s.log()
+    assert "Traceback" not in s.log()
