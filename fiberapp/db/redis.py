@@ -8,12 +8,12 @@ the loop. What this module adds:
   redis-py#1147), and a bounded pool makes max_connections a real limit;
 - hiredis parses replies when it is installed (redis-py picks it up by itself);
 - config validation ([redis] url, max_connections, socket_timeout, connect_timeout,
-  max_wait, retries, client_name, health_interval);
+  max_wait, retries, client_name, decode_responses, health_interval);
 - typed errors: every command raises fiberapp.db errors, never redis-py's;
 - health() for /health, and subscribe(): pub/sub in a supervised fiber.
 
 Commands are redis-py's (app.redis.get, .set, .blpop, ...; see redis-py's docs); replies
-are bytes unless the url says decode_responses=true.
+are bytes unless decode_responses = true (then str).
 
 Contracts:
 - A blocking command (BLPOP, BRPOP, XREAD BLOCK, ...) must ask for a timeout shorter
@@ -95,6 +95,7 @@ class RedisClient:
             max_wait=s.seconds("max_wait", 5.0),
             retries=s.integer("retries", 1, minimum=0),
             client_name=s.string("client_name", "fiberapp"),
+            decode_responses=s.boolean("decode_responses", False),
             health_interval=s.seconds("health_interval", 0, allow_zero=True),
         )
         s.done()
@@ -111,6 +112,7 @@ class RedisClient:
         max_wait=5.0,
         retries=1,
         client_name="fiberapp",
+        decode_responses=False,
         health_interval=0.0,
     ):
         self.url = url
@@ -121,6 +123,7 @@ class RedisClient:
         self.max_wait = max_wait
         self.retries = retries
         self.client_name = client_name
+        self.decode_responses = decode_responses
         self.health_interval = health_interval
         self._client = None
         self._failure = None
@@ -139,6 +142,7 @@ class RedisClient:
                 max_connections=self.max_connections,
                 timeout=self.max_wait,
                 client_name=self.client_name,
+                decode_responses=self.decode_responses,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=self.connect_timeout,
                 retry=redis.retry.Retry(redis.backoff.ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries),

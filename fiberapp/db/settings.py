@@ -44,6 +44,12 @@ class Section:
             raise DbConfigError(self._key(key), f"must be >= {minimum}, got {value!r}")
         return value
 
+    def boolean(self, key, default):
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise DbConfigError(self._key(key), f"must be true or false, got {value!r}")
+        return value
+
     def seconds(self, key, default, allow_zero=False):
         """A duration in seconds (int or float). 0 means "no limit" where allow_zero."""
         value = self._get(key, default)

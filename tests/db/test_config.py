@@ -83,6 +83,7 @@ def test_named_pools_inherit_the_parent_keys():
         ({"retries": -1}, "redis.retries"),
         ({"max_wait": 0}, "redis.max_wait"),
         ({"sockettimeout": 1}, "redis.sockettimeout"),
+        ({"decode_responses": "yes"}, "redis.decode_responses"),
     ],
 )
 def test_bad_redis_config_names_the_key(section, key):

@@ -50,6 +50,15 @@ def test_commands_and_typed_errors(redis, name):
         redis.delete(key, f"{name}:n")
 
 
+def test_decode_responses(redis_url, runtime, name):
+    client = RedisClient.from_config({"url": redis_url, "decode_responses": True, "client_name": name}, runtime).open()
+    try:
+        client.set(f"{name}:s", "text", ex=10)
+        assert client.get(f"{name}:s") == "text"
+    finally:
+        client.close()
+
+
 def test_the_pool_is_bounded_and_uses_a_gevent_queue(redis):
     pool = redis.client.connection_pool
     assert isinstance(pool, redis_py.BlockingConnectionPool)
