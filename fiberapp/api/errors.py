@@ -113,15 +113,47 @@ STATUS_BY_CODE = {
 }
 
 
+# QueueError subclasses that carry no code of their own (queues.persist's) are known by
+# class name, nearest first in the MRO; the code is then the class name in snake_case.
+STATUS_BY_CLASS = {
+    "WalDiskFull": 503,
+    "WalIOError": 503,
+    "WalClosed": 503,
+    "WalError": 503,
+    "SnapshotError": 503,
+    "RecoveryError": 503,
+    "DataDirLocked": 503,
+}
+
+
 def status_and_code(exc):
     """(status, code, message) for an error a handler raised, or None if it is not ours."""
     if isinstance(exc, ApiError):
         return exc.status, exc.code, exc.message
+    if not _is_queue_error(exc):
+        return None
     code = getattr(exc, "code", None)
-    if _is_queue_error(exc) and isinstance(code, str):
-        status = STATUS_BY_CODE.get(code) or getattr(exc, "http_status", None) or 409
-        return int(status), code, str(exc) or code
-    return None
+    status = STATUS_BY_CODE.get(code)
+    if status is None:
+        for cls in type(exc).__mro__:
+            if cls.__name__ in STATUS_BY_CLASS:
+                if "code" not in type(exc).__dict__:
+                    code = _snake(type(exc).__name__)
+                status = STATUS_BY_CLASS[cls.__name__]
+                break
+    if status is None:
+        # A code this table does not know yet: the store's hint, else 409 (a refusal).
+        status = getattr(exc, "http_status", None) or 409
+    return int(status), code, str(exc) or code
+
+
+def _snake(name):
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
 
 
 def error_body(code, message):

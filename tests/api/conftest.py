@@ -40,7 +40,9 @@ class Env:
 
     def serve(self, **knobs):
         # The server's own timeouts run on real time: this clock is for the store.
-        server = HTTPServer(self.router, "127.0.0.1", 0, registry=self.registry, **knobs)
+        # One registry takes one server's metrics: later servers of this env go without.
+        registry = None if self.servers else self.registry
+        server = HTTPServer(self.router, "127.0.0.1", 0, registry=registry, **knobs)
         server.start()
         self.servers.append(server)
         return server.address
