@@ -267,3 +267,51 @@ def test_make_run_serves_health(tmp_path):
         s._notify.close()
     assert "stopped cleanly" in s.log()
     assert "Traceback" not in s.log()
+
+
+def test_systemd_watchdog_pings(server):
+    s = server(env={"WATCHDOG_USEC": "200000"})  # WatchdogSec=0.2s -> a ping every 0.1 s
+    s.start()
+    s.wait_for("WATCHDOG=1", 10)
+    s.wait_for("WATCHDOG=1", 10)
+
+
+def test_second_stop_signal_exits_at_once(server, tmp_path):
+    path = script(tmp_path, "stuck.py", """
+        import gevent.event
+
+        def init(app):
+            never = gevent.event.Event()
+
+            @app.route("GET", "/stuck")
+            def stuck(request):
+                app.notifier.status("stuck handler entered")
+                never.wait(60)
+                return "late"
+    """)
+    s = server(path, config=None)
+    s.start()
+    def call():
+        try:
+            s.request("GET", "/stuck", timeout=60)
+        except OSError:  # the server exits mid-request: that is the point
+            pass
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    s.wait_for("STATUS=stuck handler entered")
+    s.signal(signal.SIGTERM)
+    s.wait_for("STOPPING=1")
+    s.signal(signal.SIGTERM)
+    assert s.wait(10) == 1  # well before the 10 s drain deadline would have passed
+    assert "second stop signal" in s.log()
+
+
+def test_reload_reopens_the_log_file(server, tmp_path):
+    log_file = tmp_path / "fiberapp.log"
+    s = server("--log-file", log_file)
+    s.start()
+    os.rename(log_file, tmp_path / "fiberapp.log.1")
+    assert cli("reload", "-d", s.data_dir).returncode == 0
+    assert "reloaded" in log_file.read_text()
+    assert "fiberapp ready" in (tmp_path / "fiberapp.log.1").read_text()
