@@ -27,21 +27,13 @@ for command in (reload, console, top, check_config, snapshot):
     cli.add_command(command)
 
 
-def _add_optional_groups():
-    # Command groups owned by other parts of the package. Each is a plain click group whose
-    # module imports nothing heavy at import time.
-    from fiberapp.cli.queue import queue
-    from fiberapp.cli.wal import wal
-    from fiberapp.loadgen.cli import bench
+# Command groups owned by other parts of the package; each module imports nothing heavy.
+from fiberapp.cli.queue import queue  # noqa: E402
+from fiberapp.cli.wal import wal  # noqa: E402
+from fiberapp.loadgen.cli import bench  # noqa: E402
 
-    for group in (wal, queue, bench):
-        cli.add_command(group)
-
-
-try:
-    _add_optional_groups()
-except ImportError:  # pragma: no cover - only while a part is missing from a checkout
-    pass
+for group in (wal, queue, bench):
+    cli.add_command(group)
 
 
 def main():
