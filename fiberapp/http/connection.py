@@ -36,6 +36,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
 
 
+_INTERNAL = error_response(500, "internal_error", "internal server error")
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing: the request breaks a limit."""
 
@@ -48,7 +51,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "addr", "parser", "_ready", "_url", "_headers", "_body", "_body_size",
         "_hdr_size", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
-        "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_watches", "_closed", "_max_header", "_max_body",
+        "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_sending", "_watches", "_closed", "_max_header", "_max_body",
     )
 
     def __init__(self, server, sock, addr):
@@ -64,6 +67,7 @@ class Connection:
         self._timer_at = None
         self._idle = True       # waiting for the first byte of a request
         self._busy = False      # a handler is running
+        self._sending = False   # blocked writing a response the client does not read
         self._watches = None
         self._closed = False
         self._max_header = server.config.max_header_size
@@ -122,6 +126,8 @@ class Connection:
             p.get_http_version(), p.should_keep_alive(),
         ))
         self._in_message = False
+        # Drop our references: an idle keep-alive connection should hold no request data.
+        self._url = self._headers = self._body = None
 
     # -- the loop -------------------------------------------------------------------
     def serve(self):
@@ -220,7 +226,12 @@ class Connection:
                     resp = self._handle(request)
                     # server.stopping read after the handler: a stop may begin while it runs
                     keep = request.keep_alive and not force_close and not server.stopping
-                    out.append(resp.encode(date_line, keep, request.version == "1.0", request.method == "HEAD"))
+                    try:
+                        data = resp.encode(date_line, keep, request.version == "1.0", request.method == "HEAD")
+                    except Exception:  # a bad status or a header that is not latin-1: the handler's bug
+                        log.exception("unsendable response %r for %s %s", resp, request.method, request.path)
+                        data = _INTERNAL.encode(date_line, keep)
+                    out.append(data)
                 else:  # a request the parser took but we cannot (bad path): 400 and close
                     keep = False
                     out.append(request.encode(date_line, False))
@@ -303,10 +314,13 @@ class Connection:
             return
         server = self.server
         self._set_deadline(server.clock.monotonic() + server.config.send_timeout)
+        self._sending = True
         try:
             self.sock.sendall(memoryview(data)[sent:])
         except OSError:
             raise ClientDisconnected() from None
+        finally:
+            self._sending = False
 
     # -- deadlines --------------------------------------------------------------------
     def _set_deadline(self, deadline):
@@ -343,11 +357,13 @@ class Connection:
 
     @property
     def state(self):
-        """"idle" (between requests), "headers", "body" (reading), "handler" or "closed"."""
+        """One of: idle (between requests), headers, body (reading), handler, sending, closed."""
         if self._closed:
             return "closed"
         if self._busy:
             return "handler"
+        if self._sending:
+            return "sending"
         if self._in_message:
             return "headers" if self._in_headers else "body"
         return "idle"

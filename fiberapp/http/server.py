@@ -122,7 +122,7 @@ class HTTPServer:
     def stats(self):
         """Point-in-time counters for the console and tests."""
         pool = self._pool
-        states = {"idle": 0, "headers": 0, "body": 0, "handler": 0, "closed": 0}
+        states = {"idle": 0, "headers": 0, "body": 0, "handler": 0, "sending": 0, "closed": 0}
         for conn in self._connections:
             states[conn.state] += 1
         return {

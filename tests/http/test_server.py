@@ -7,7 +7,7 @@ import gevent
 import gevent.event
 import pytest
 
-from fiberapp.http import ClientDisconnected, HTTPConfig, HTTPServer, Router
+from fiberapp.http import ClientDisconnected, HTTPConfig, HTTPServer, Response, Router
 
 from .helpers import RawClient, get, wait_for
 
@@ -209,6 +209,30 @@ def test_a_raising_handler_gives_500_and_the_connection_and_server_live_on(serve
     assert "handler bug" in caplog.text
     c.send(get("/hello"))
     assert c.read_response()["body"] == b"hello"
+
+
+def test_an_unsendable_response_is_a_500(serve, connect, caplog):
+    r = Router()
+    r.add("GET", "/badstatus", lambda req: Response(b"x", 1234))
+    r.add("GET", "/badheader", lambda req: Response(b"x", 200, [("X-Name", "caf\u00e9\u2603")]))
+    server = serve(r)
+    c = connect(server)
+    c.send(get("/badstatus") + get("/badheader"))
+    assert [c.read_response()["status"] for _ in range(2)] == [500, 500]
+    assert "unsendable response" in caplog.text
+
+
+def test_a_client_that_does_not_read_is_cut_off_by_the_send_timeout(serve, connect, clock):
+    big = b"x" * (32 * 1024 * 1024)
+    r = Router()
+    r.add("GET", "/big", lambda req: big)
+    server = serve(r, send_timeout=10)
+    c = connect(server)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.send(get("/big"))
+    wait_for(lambda: server.stats()["states"]["sending"] == 1)
+    clock.advance(11)
+    wait_for(lambda: server.stats()["connections"] == 0)
 
 
 def test_a_plain_function_app_is_wrapped():
