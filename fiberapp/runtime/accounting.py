@@ -2,17 +2,23 @@
 
 greenlet calls the hook on every switch with (origin, target). The hook reads
 time.perf_counter() once and charges the interval since the previous switch to `origin`:
-that is the time origin held the loop (in a single-threaded loop, wall time between
-switches is the fiber's time, including any blocking call it made by mistake). Time spent
-in the hub (callbacks, and waiting for I/O while idle) goes to a "hub" row; the main
-greenlet and plain gevent greenlets get rows of their own.
+the time origin held the loop (in a single-threaded loop, wall time between switches is
+that greenlet's time, including any blocking call it made by mistake). It also counts a
+switch into `target` and records who runs now and since when, for the watchdog.
 
-Every `window` seconds the time charged in that window becomes each fiber's `cpu_instant`
-(share of the loop in the last window, 0..1) and is folded into `cpu_average` (an
-exponential moving average). The roll-over happens in the hook, or when top() is read.
+Hot-path choices, measured in bench/runtime.py (the hook runs twice per sleep(0)):
+- counters live as plain attributes on the greenlets themselves (Fiber sets them in
+  __init__; the hub and the main greenlet get them at install; any other greenlet gets
+  them on its first switch), so the hook has no type dispatch and no dict lookups;
+- the shared state is a __slots__ object reached through a closure cell;
+- windows are closed by a repeating loop timer (real time, unreferenced), not checked
+  on every switch.
 
-The same hook records which greenlet is running and since when (`running`, `since`,
-`seq`) for the watchdog thread; with accounting off only that part runs.
+Every `window` seconds the CPU time charged in that window becomes each fiber's
+`cpu_instant` (share of the loop, 0..1) and is folded into `cpu_average` (an exponential
+moving average). Time in the hub (callbacks, and waiting for I/O while idle) is its own
+row; so is the main greenlet; "other" is what is left: plain gevent greenlets and the last
+slices of fibers that died during the window.
 
 The hook is per thread (greenlet.settrace); install() chains to any previous hook (gevent's
 monitor thread uses one too) and uninstall() restores it.
@@ -20,23 +26,90 @@ monitor thread uses one too) and uninstall() restores it.
 import greenlet
 from time import perf_counter
 
-from .fiber import Fiber
-
 EMA_ALPHA = 0.3  # weight of the newest window in cpu_average
+COUNTERS = ("cpu_time", "switches", "cpu_mark", "cpu_instant", "cpu_average")
+
+
+def add_counters(g):
+    """Give greenlet g the accounting attributes (idempotent)."""
+    for name in COUNTERS:
+        if not hasattr(g, name):
+            setattr(g, name, 0 if name == "switches" else 0.0)
+
+
+class _State:
+    """What the hook writes and the watchdog thread reads."""
+
+    __slots__ = ("last", "running")
+
+    def __init__(self):
+        self.last = perf_counter()  # time of the last switch (= since when `running` runs)
+        self.running = None  # greenlet that got the loop at the last switch
+
+
+def _make_full_hook(st, prev):
+    perf = perf_counter
+
+    def hook(event, args):
+        now = perf()
+        origin, target = args
+        try:
+            origin.cpu_time += now - st.last
+        except AttributeError:  # first switch of a greenlet the runtime did not create
+            _adopt(origin, "cpu_time", now - st.last)
+        try:
+            target.switches += 1
+        except AttributeError:
+            _adopt(target, "switches", 1)
+        st.last = now
+        st.running = target
+
+    if prev is None:
+        return hook
+
+    def chained(event, args):
+        hook(event, args)
+        prev(event, args)
+
+    return chained
+
+
+def _adopt(g, name, amount):
+    """Give a foreign greenlet its counters, then add amount to one of them. Never raises:
+    an exception in a trace hook would surface in whatever greenlet is switching."""
+    try:
+        add_counters(g)
+        setattr(g, name, getattr(g, name) + amount)
+    except Exception:  # pragma: no cover - a greenlet type without a __dict__
+        pass
+
+
+def _make_watch_hook(st, prev):
+    perf = perf_counter
+
+    def hook(event, args):
+        st.last = perf()
+        st.running = args[1]
+
+    if prev is None:
+        return hook
+
+    def chained(event, args):
+        hook(event, args)
+        prev(event, args)
+
+    return chained
 
 
 class Bucket:
-    """A top() row for greenlets that are not Fibers (hub, main, others)."""
+    """The derived "other" row."""
 
-    __slots__ = ("name", "cpu_time", "switches", "cpu_window", "cpu_instant", "cpu_average")
+    __slots__ = COUNTERS + ("name",)
 
     def __init__(self, name):
         self.name = name
-        self.cpu_time = 0.0
-        self.switches = 0
-        self.cpu_window = 0.0
-        self.cpu_instant = 0.0
-        self.cpu_average = 0.0
+        for n in COUNTERS:
+            setattr(self, n, 0 if n == "switches" else 0.0)
 
 
 class SwitchTracer:
@@ -45,110 +118,118 @@ class SwitchTracer:
         self.accounting = accounting
         self.window = window
         self.hub = None
-        self.buckets = {"hub": Bucket("hub"), "main": Bucket("main"), "other": Bucket("other")}
+        self.main = None
+        self.other = Bucket("other")
+        self.state = _State()
+        self._hook = None
         self._prev = None
-        self._installed = False
-        self.running = None  # greenlet now on the loop (for the watchdog)
-        self.since = perf_counter()  # when it got the loop
-        self.seq = 0  # switch counter: the watchdog reports each (seq) at most once
-        self._last = self.since
-        self._win_start = self.since
+        self._timer = None
+        self._win_start = perf_counter()
+
+    @property
+    def running(self):
+        return self.state.running
+
+    @property
+    def since(self):
+        return self.state.last
 
     # -- install ---------------------------------------------------------------------------
     def install(self, hub):
-        if self._installed:
+        if self._hook is not None:
             return
         self.hub = hub
-        self.running = greenlet.getcurrent()
-        self._last = self.since = self._win_start = perf_counter()
-        hook = self._trace_full if self.accounting else self._trace_watch
-        self._hook = hook
-        self._prev = greenlet.settrace(hook)
-        self._installed = True
+        current = greenlet.getcurrent()
+        main = current
+        while main.parent is not None:
+            main = main.parent
+        self.main = main
+        st = self.state
+        st.running = current
+        st.last = self._win_start = perf_counter()
+        self._prev = greenlet.gettrace()
+        if self.accounting:
+            # The hub and main greenlet outlive runtimes: start their window afresh.
+            for g in [hub, main, current] + list(self.runtime._fibers.values()):
+                add_counters(g)
+                g.cpu_mark = g.cpu_time
+            self._hook = _make_full_hook(st, self._prev)
+            if self.window:
+                self._timer = hub.loop.timer(self.window, self.window)
+                self._timer.ref = False  # must not keep the loop alive
+                self._timer.start(self.roll)
+        else:
+            self._hook = _make_watch_hook(st, self._prev)
+        greenlet.settrace(self._hook)
 
     def uninstall(self):
-        if not self._installed:
+        if self._hook is None:
             return
-        current = greenlet.gettrace()
-        if current == self._hook:
+        if greenlet.gettrace() is self._hook:
             greenlet.settrace(self._prev)
-        # else someone chained after us; leave their hook (it still calls ours harmlessly)
-        self._installed = False
-        self.running = None
-
-    # -- hooks (hot path: keep them short) --------------------------------------------------
-    def _bucket(self, g):
-        if g is self.hub:
-            return self.buckets["hub"]
-        if g.parent is None:
-            return self.buckets["main"]
-        return self.buckets["other"]
-
-    def _trace_full(self, event, args):
-        if event == "switch" or event == "throw":
-            origin, target = args
-            now = perf_counter()
-            dt = now - self._last
-            self._last = now
-            acct = origin if isinstance(origin, Fiber) else self._bucket(origin)
-            acct.cpu_time += dt
-            acct.cpu_window += dt
-            acct = target if isinstance(target, Fiber) else self._bucket(target)
-            acct.switches += 1
-            self.running = target
-            self.since = now
-            self.seq += 1
-            if now - self._win_start >= self.window:
-                self.roll(now)
-        if self._prev is not None:
-            self._prev(event, args)
-
-    def _trace_watch(self, event, args):
-        if event == "switch" or event == "throw":
-            self.running = args[1]
-            self.since = perf_counter()
-            self.seq += 1
-        if self._prev is not None:
-            self._prev(event, args)
+        # else someone chained after us; leave their hook (ours stays harmless)
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
+        self._hook = None
+        self.state.running = None
 
     # -- windows ---------------------------------------------------------------------------
+    def _charge_running(self, now):
+        """Charge the greenlet running now up to `now`, so readings include its slice."""
+        st = self.state
+        running = st.running
+        if running is not None:
+            try:
+                running.cpu_time += now - st.last
+            except AttributeError:
+                pass
+            st.last = now
+
+    def rows_sources(self):
+        return list(self.runtime._fibers.values()) + [self.hub, self.main]
+
     def roll(self, now=None):
-        """Close the current window: set cpu_instant and fold it into cpu_average."""
+        """Close the current window: set cpu_instant, fold it into cpu_average."""
         if now is None:
             now = perf_counter()
         elapsed = now - self._win_start
-        if elapsed <= 0:
+        if elapsed <= 0 or not self.accounting:
             return
-        if self.running is not None and self.accounting:
-            # Charge the greenlet that is running now up to this instant.
-            running = self.running
-            acct = running if isinstance(running, Fiber) else self._bucket(running)
-            dt = now - self._last
-            acct.cpu_time += dt
-            acct.cpu_window += dt
-            self._last = now
-        for acct in list(self.runtime._fibers.values()) + list(self.buckets.values()):
-            share = acct.cpu_window / elapsed
-            acct.cpu_instant = share
-            acct.cpu_average = EMA_ALPHA * share + (1 - EMA_ALPHA) * acct.cpu_average
-            acct.cpu_window = 0.0
+        self._charge_running(now)
+        known = 0.0
+        for acct in self.rows_sources():
+            spent = acct.cpu_time - acct.cpu_mark
+            known += spent
+            self._fold(acct, spent / elapsed)
+        other = self.other
+        spent = max(0.0, elapsed - known)
+        other.cpu_time += spent
+        self._fold(other, spent / elapsed)
         self._win_start = now
+
+    @staticmethod
+    def _fold(acct, share):
+        acct.cpu_instant = share
+        acct.cpu_average = EMA_ALPHA * share + (1 - EMA_ALPHA) * acct.cpu_average
+        acct.cpu_mark = acct.cpu_time
 
     def top(self):
         """Rows (dicts) for every live fiber plus hub/main/other, busiest first.
 
         Keys: id (None for the pseudo-rows), name, status, cpu_time (seconds since
         accounting began), switches (times switched to), instant and average (percent of
-        the loop: last window / moving average).
+        the loop: last closed window / moving average over windows).
         """
         now = perf_counter()
-        if now - self._win_start >= self.window:
-            self.roll(now)
-        rows = []
-        for f in self.runtime._fibers.values():
-            rows.append(_row(f.id, f.name, f.status, f))
-        for name, b in self.buckets.items():
-            rows.append(_row(None, name, "system", b))
+        if self.window and now - self._win_start >= self.window:
+            self.roll(now)  # the timer may not have run yet (the loop was busy)
+        self._charge_running(now)
+        rows = [_row(f.id, f.name, f.status, f) for f in self.runtime._fibers.values()]
+        rows.append(_row(None, "hub", "system", self.hub))
+        rows.append(_row(None, "main", "system", self.main))
+        rows.append(_row(None, "other", "system", self.other))
         rows.sort(key=lambda r: (r["average"], r["cpu_time"]), reverse=True)
         return rows
 

@@ -61,7 +61,7 @@ class Fiber(gevent.Greenlet):
         # CPU accounting (written by accounting.SwitchTracer on every switch).
         self.cpu_time = 0.0
         self.switches = 0
-        self.cpu_window = 0.0
+        self.cpu_mark = 0.0  # cpu_time when the current top window began
         self.cpu_instant = 0.0
         self.cpu_average = 0.0
 

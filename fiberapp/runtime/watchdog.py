@@ -48,7 +48,7 @@ class Watchdog:
         self.interval = min(max(self.limit / 4, 0.002), 0.25)
         self.reports = 0
         self.last_report = None
-        self._reported_seq = -1
+        self._reported_since = None
         self._pending = collections.deque()
         self._hub = hub
         self._loop_ident = _get_ident()
@@ -93,13 +93,12 @@ class Watchdog:
     def check(self, now=None):
         """One look at the loop; returns the report made, or None. Runs in the thread."""
         tr = self.tracer
-        seq = tr.seq
+        since = tr.since  # time of the last switch: identifies the current stretch
         running = tr.running
-        since = tr.since
-        if running is None or running is tr.hub or seq == self._reported_seq:
+        if running is None or running is tr.hub or since == self._reported_since:
             return None
         held = (perf_counter() if now is None else now) - since
-        if held < self.limit or tr.seq != seq:  # still within limit, or it just switched
+        if held < self.limit or tr.since != since:  # within the limit, or it just switched
             return None
         frame = sys._current_frames().get(self._loop_ident)
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
@@ -110,7 +109,7 @@ class Watchdog:
             "limit": self.limit,
             "stack": stack,
         }
-        self._reported_seq = seq
+        self._reported_since = since
         self.last_report = report
         self.reports += 1
         self._pending.append(report)

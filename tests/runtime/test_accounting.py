@@ -166,7 +166,6 @@ def test_watchdog_check_rules():
         hub = gevent.get_hub()
         running = hub
         since = 100.0
-        seq = 7
 
     tr = Tracer()
     wd = Watchdog(tr, 0.1, gevent.get_hub())
@@ -180,8 +179,24 @@ def test_watchdog_check_rules():
         assert report["name"] == "plain" and report["fiber_id"] is None
         assert abs(report["held"] - 0.2) < 1e-9
         assert wd.check(now=101.0) is None  # same stretch: already reported
-        tr.seq, tr.since = 8, 101.0
+        tr.since = 101.0  # it switched: a new stretch
         assert wd.check(now=101.5)["held"] == 0.5
         assert wd.reports == 2
     finally:
         wd.stop()
+
+
+def test_hub_main_and_other_rows():
+    rt = Runtime(watchdog_limit=0, top_window=0.01)
+    rt.start()
+    try:
+        plain = gevent.spawn(_spin, 0.05)  # not a fiber: its time lands in "other"
+        plain.join()
+        _spin(0.03)  # the main greenlet (this test) holds the loop
+        rows = {r["name"]: r for r in rt.top()}
+        assert rows["other"]["cpu_time"] >= 0.05 and rows["other"]["id"] is None
+        assert rows["main"]["cpu_time"] >= 0.03
+        assert rows["hub"]["switches"] >= 1 and rows["hub"]["status"] == "system"
+        assert plain.cpu_time >= 0.05  # foreign greenlets get counters on first switch
+    finally:
+        rt.stop()
