@@ -121,11 +121,23 @@ class Fiber(gevent.Greenlet):
         raise self.exception
 
 
+def testcancel():
+    """Raise Cancelled if the current fiber was cancelled (even if it caught it once).
+
+    Every blocking runtime call (sleep, join, Channel, Cond) checks this first, as
+    Tarantool's yielding calls do, so a fiber that swallowed Cancelled cannot block again.
+    """
+    g = getcurrent()
+    if isinstance(g, Fiber) and g.cancelled:
+        raise Cancelled()
+
+
 def wait_ready(glet, clock, timeout):
     """Block until glet.ready() or timeout (clock seconds) passes; returns nothing.
 
     Works for anything with ready()/rawlink()/unlink(): greenlets, gevent Events.
     """
+    testcancel()
     hub = get_hub()
     waiter = Waiter(hub)
     fired = []
@@ -214,20 +226,15 @@ class Runtime:
 
     def sleep(self, seconds):
         """Suspend the calling fiber for `seconds` of clock time; checks cancellation."""
-        self.testcancel()
+        testcancel()
         self.clock.sleep(seconds)
-        self.testcancel()
+        testcancel()
 
     def yield_(self):
         """Let every other ready fiber run once; checks cancellation."""
         self.sleep(0)
 
-    @staticmethod
-    def testcancel():
-        """Raise Cancelled if the current fiber was cancelled (even if it caught it once)."""
-        fiber = current_fiber()
-        if fiber is not None and fiber.cancelled:
-            raise Cancelled()
+    testcancel = staticmethod(testcancel)
 
     def stats(self):
         """Counters for metrics and the API (a fresh dict of plain numbers)."""
@@ -277,26 +284,35 @@ class Runtime:
     def stop(self, timeout=5.0):
         """Cancel every fiber and wait up to `timeout` (clock seconds) for all to die.
 
-        Returns the fibers still alive afterwards (empty when everything stopped). The
-        calling fiber is not cancelled.
+        Supervisors are cancelled first, so nothing restarts meanwhile; fibers spawned
+        while stopping (say, from a finally clause) are cancelled too. The calling fiber is
+        spared. Then the watchdog and the switch hook are removed. Returns the fibers still
+        alive at the deadline (empty when everything stopped).
         """
-        for sup in list(self._supervisors.values()):
-            sup.cancel()  # first, so that nothing restarts while we stop
         me = getcurrent()
-        victims = [f for f in self._fibers.values() if f is not me]
-        for fiber in victims:
-            fiber.cancel()
+        for sup in list(self._supervisors.values()):
+            if sup.fiber is me:
+                sup._finish("cancelled")  # stop supervising, but do not cancel ourselves
+            else:
+                sup.cancel()
         deadline = None if timeout is None else self.clock.monotonic() + timeout
-        for fiber in victims:
-            if fiber.ready():
-                continue
+        while True:
+            victims = [f for f in self._fibers.values() if f is not me and not f.ready()]
+            fresh = [f for f in victims if not f.cancelled]
+            for fiber in fresh:
+                fiber.cancel()
+            waiting = [f for f in victims if not f.ready()]
+            if not waiting:
+                break
             left = None if deadline is None else deadline - self.clock.monotonic()
             if left is not None and left <= 0:
                 break
-            wait_ready(fiber, self.clock, left)
+            wait_ready(waiting[0], self.clock, left)
+            if not fresh and not waiting[0].ready():
+                break  # timed out on a fiber that ignores cancellation
         if self.watchdog is not None:
             self.watchdog.stop()
         if self._tracer is not None:
             self._tracer.uninstall()
         self._started = False
-        return [f for f in victims if not f.ready()]
+        return [f for f in self._fibers.values() if f is not me and not f.ready()]

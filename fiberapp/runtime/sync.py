@@ -28,6 +28,7 @@ import collections
 from gevent.hub import Waiter, get_hub
 
 from .clock import SystemClock
+from .fiber import testcancel
 
 _TIMEOUT = object()
 _CLOSED = object()
@@ -57,6 +58,12 @@ class _Wait:
     def block(self, clock, timeout, queue):
         """Park the current fiber until woken; on timeout remove self from queue."""
         timer = None
+        try:
+            testcancel()
+        except BaseException:
+            self.done = True
+            _remove(queue, self)
+            raise
         if timeout is not None:
             def expire():
                 if not self.done:

@@ -240,3 +240,65 @@ def test_stop_cancels_everything_and_reports_stragglers(clock):
     assert all(f.status == "dead" for f in fibers)
     s.kill(block=False)
     gevent.idle()
+
+
+def test_a_cancelled_fiber_cannot_block_again(rt, clock):
+    from fiberapp.runtime.sync import Channel, Cond
+
+    ch, cond = Channel(clock=clock), Cond(clock=clock)
+    log = []
+
+    def stubborn():
+        for label, wait in (("sleep", lambda: rt.sleep(100)), ("get", ch.get), ("put", lambda: ch.put(1)),
+                            ("wait", cond.wait), ("join", other.join)):
+            try:
+                wait()
+            except Cancelled:
+                log.append(label)
+
+    other = rt.spawn(rt.sleep, 1000, name="other")
+    f = rt.spawn(stubborn, name="stubborn")
+    gevent.idle()
+    f.cancel()
+    f.join()  # it swallowed every Cancelled and returned
+    assert log == ["sleep", "get", "put", "wait", "join"]
+    assert not ch.has_readers() and not ch.has_writers() and cond.waiters() == 0
+
+
+def test_stop_also_cancels_fibers_spawned_while_stopping(clock):
+    from fiberapp.runtime.fiber import Runtime
+
+    rt = Runtime(clock=clock, watchdog_limit=0)
+    log = []
+
+    def parent():
+        try:
+            rt.sleep(1000)
+        finally:
+            rt.spawn(child, name="child")  # e.g. a cleanup task started on the way out
+
+    def child():
+        try:
+            rt.sleep(1000)
+        finally:
+            log.append("child cancelled")
+
+    rt.spawn(parent, name="parent")
+    gevent.idle()
+    assert rt.stop(timeout=10) == []
+    assert log == ["child cancelled"] and rt.fibers() == []
+
+
+def test_stop_from_inside_a_fiber_spares_the_caller(clock):
+    from fiberapp.runtime.fiber import Runtime
+
+    rt = Runtime(clock=clock, watchdog_limit=0)
+    others = [rt.spawn(rt.sleep, 1000, name=f"o{i}") for i in range(3)]
+
+    def shutdown():
+        left = rt.stop(timeout=10)
+        return left, current_fiber().status
+
+    sup = rt.supervise(shutdown, name="shutdown")
+    assert sup.fiber.join() == ([], "running")
+    assert all(o.status == "dead" for o in others)
