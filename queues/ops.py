@@ -14,8 +14,9 @@ Op kinds (``op["op"]``), fields beside "op":
 
     create_tube   tube, driver, options (validated, msgpack-able; hooks are not persisted)
     drop_tube     tube
-    put           tube, id, data, pri, ttl, ttr, delay, utube, key, created_at, ready_at
-                  (None unless delayed), expires_at (None = never)
+    put           tube, id, data, created_at, and when not the default: pri (0), ttl, ttr,
+                  delay, utube, key, ready_at (set when delayed), expires_at (None = never);
+                  a missing optional key means its default (None unless said otherwise)
     put_many      tube, tasks: [put fields without "op"/"tube"]
     take          tube, id, session, taken_at, ttr_at
     ack           tube, id
@@ -104,18 +105,21 @@ class ApplyMixin:
         tube.counts[old] -= 1
         tube.done += 1
         task.state = DONE
-        del tube.tasks[task.id]
+        del tube._tasks[task.id]
         key = task.key
         if key is not None and tube.keys.get(key) == task.id:
             del tube.keys[key]
         if old == TAKEN:
-            self.sessions._untake(task)
+            mine = self.sessions._taken.get(task.session)
+            if mine is not None:
+                mine.pop(task.id, None)
+            task.session = None
         elif old == BURIED:
             tube.buried.dead()
         tube.driver.changed(task, old)
 
     def _insert(self, tube, task):
-        tube.tasks[task.id] = task
+        tube._tasks[task.id] = task
         tube.counts[task.state] += 1
         if task.key is not None and task.key not in tube.keys:
             tube.keys[task.key] = task.id
@@ -138,7 +142,7 @@ class ApplyMixin:
 
     def _apply_drop_tube(self, op):
         tube = self._tubes.pop(op["tube"])
-        for task in list(tube.tasks.values()):
+        for task in list(tube._tasks.values()):
             if task.state == TAKEN:
                 self.sessions._untake(task)
             task.state = DONE
@@ -147,12 +151,12 @@ class ApplyMixin:
 
     def _apply_truncate(self, op):
         tube = self._tubes[op["tube"]]
-        for task in tube.tasks.values():
+        for task in tube._tasks.values():
             if task.state == TAKEN:
                 self.sessions._untake(task)
             task.state = DONE
-        tube.done += len(tube.tasks)
-        tube.tasks = {}
+        tube.done += len(tube._tasks)
+        tube._tasks = {}
         tube.keys = {}
         for state in tube.counts:
             tube.counts[state] = 0
@@ -170,15 +174,29 @@ class ApplyMixin:
     def _apply_put(self, op):
         tube = self._tubes[op["tube"]]
         task = self._new_task(tube, op)
+        tid = task.id
         tube.calls["put"] += 1
-        self._insert(tube, task)
+        tube._tasks[tid] = task
+        tube.counts[task.state] += 1
+        key = task.key
+        if key is not None and key not in tube.keys:
+            tube.keys[key] = tid
+        at = tube.driver.changed(task, None)
+        if at is not None and at < self._wake_at:
+            self._schedule(at)
+        if tid >= self._next_id:
+            self._next_id = tid + 1
         return task
 
     def _new_task(self, tube, rec):
-        ready_at = rec["ready_at"]
+        if len(rec) == 5:  # op, tube, id, data, created_at: a put with every default
+            return Task(rec["id"], tube.name, READY, rec["data"], 0, None, None, None, None, None,
+                        rec["created_at"], None, None, self.clock)
+        get = rec.get
+        ready_at = get("ready_at")
         return Task(rec["id"], tube.name, READY if ready_at is None else DELAYED, rec["data"],
-                    rec["pri"], rec["ttl"], rec["ttr"], rec["delay"], rec["utube"], rec["key"],
-                    rec["created_at"], ready_at, rec["expires_at"], self.clock)
+                    get("pri", 0), get("ttl"), get("ttr"), get("delay"), get("utube"), get("key"),
+                    rec["created_at"], ready_at, get("expires_at"), self.clock)
 
     def _apply_put_many(self, op):
         tube = self._tubes[op["tube"]]
@@ -192,35 +210,45 @@ class ApplyMixin:
 
     def _apply_take(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         if task.state != READY:
             raise ReplayError(f"take of task {task.id} in state {task.state}")
         task.attempts += 1
         task.taken_at = op["taken_at"]
         task.ttr_at = op["ttr_at"]
-        task.session = op["session"]
+        session = task.session = op["session"]
         tube.calls["take"] += 1
-        self._move(tube, task, TAKEN)
-        self.sessions._take(task)
+        counts = tube.counts
+        counts[READY] -= 1
+        counts[TAKEN] += 1
+        task.state = TAKEN
+        at = tube.driver.changed(task, READY)
+        if at is not None and at < self._wake_at:
+            self._schedule(at)
+        taken = self.sessions._taken
+        mine = taken.get(session)
+        if mine is None:
+            mine = taken[session] = {}
+        mine[task.id] = task
         return task
 
     def _apply_ack(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         tube.calls["ack"] += 1
         self._remove(tube, task)
         return task
 
     def _apply_delete(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         tube.calls["delete"] += 1
         self._remove(tube, task)
         return task
 
     def _apply_bury(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         task.buries += 1
         tube.calls["bury"] += 1
         self._move(tube, task, BURIED)
@@ -230,7 +258,7 @@ class ApplyMixin:
         tube = self._tubes[op["tube"]]
         out = []
         for tid in op["ids"]:
-            task = tube.tasks[tid]
+            task = tube._tasks[tid]
             task.kicks += 1
             tube.calls["kick"] += 1
             self._move(tube, task, READY)
@@ -239,7 +267,7 @@ class ApplyMixin:
 
     def _apply_kick_task(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         task.kicks += 1
         task.expires_at = op["expires_at"]
         tube.calls["kick"] += 1
@@ -248,7 +276,7 @@ class ApplyMixin:
 
     def _apply_touch(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         task.ttr_at = op["ttr_at"]
         tube.calls["touch"] += 1
         self._move(tube, task, TAKEN)  # re-index the new ttr deadline
@@ -256,7 +284,7 @@ class ApplyMixin:
 
     def _apply_release(self, op):
         tube = self._tubes[op["tube"]]
-        task = tube.tasks[op["id"]]
+        task = tube._tasks[op["id"]]
         if op["pri"] is not None:
             task.pri = op["pri"]
         return self._apply_move(tube, task, op, "release")
@@ -266,7 +294,7 @@ class ApplyMixin:
         tubes = self._tubes
         for move in op["moves"]:
             tube = tubes[move["tube"]]
-            self._apply_move(tube, tube.tasks[move["id"]], move, move["event"], out)
+            self._apply_move(tube, tube._tasks[move["id"]], move, move["event"], out)
         return out
 
     def _apply_move(self, tube, task, move, event, out=None):

@@ -92,10 +92,10 @@ class Sessions:
         return self._store._end_session(name)
 
     def exists(self, name):
-        return name in self._named or name in self._taken
+        return name in self._named or bool(self._taken.get(name))
 
     def names(self):
-        return sorted(set(self._named) | set(self._taken))
+        return sorted(set(self._named) | {name for name, tasks in self._taken.items() if tasks})
 
     def taken(self, name):
         """Ids of the tasks the session has taken, in id order."""
@@ -116,11 +116,11 @@ class Sessions:
         tasks[task.id] = task
 
     def _untake(self, task):
+        # An emptied set stays (the session will likely take again); it goes when the
+        # session ends or its fiber dies.
         tasks = self._taken.get(task.session)
         if tasks is not None:
             tasks.pop(task.id, None)
-            if not tasks and task.session not in self._named:
-                del self._taken[task.session]
         task.session = None
 
     def _tasks_of(self, name):

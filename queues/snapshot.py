@@ -31,7 +31,7 @@ class SnapshotMixin:
                    "done": tube.done, "calls": dict(tube.calls)}
         tasks = []
         for tube in self._tubes.values():
-            tasks.extend(tube.tasks.values())
+            tasks.extend(tube._tasks.values())
         tasks.sort(key=attrgetter("id"))
         for task in tasks:
             rec = task.record()

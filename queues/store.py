@@ -43,6 +43,7 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
 
             clock = SystemClock()
         self.clock = clock
+        self._now = clock.monotonic
         self.journal = journal if journal is not None else NullJournal()
         self._log = self.journal.log
         self.max_task_size = opt.count("max_task_size", max_task_size, minimum=1, allow_none=False)
@@ -191,7 +192,7 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         elif max_attempts is not None and task.attempts >= max_attempts:
             target = self._tubes.get(tube.options.get("dead_letter"))
             if target is not None and target is not tube and not (
-                    target.driver.capacity and len(target.tasks) >= target.driver.capacity):
+                    target.driver.capacity and len(target._tasks) >= target.driver.capacity):
                 ttl = target.options.get("ttl")
                 move.update(to="dead", dead_tube=target.name, expires_at=None if ttl is None else now + ttl)
             else:
@@ -262,6 +263,8 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         now = self.clock.monotonic()
         moves = [self._requeue(self._tubes[t.tube], t, now, event="session") for t in tasks]
         self._commit(None, {"op": "end_session", "session": name, "moves": moves})
+        if not self.sessions._taken.get(name):
+            self.sessions._taken.pop(name, None)
         return len(moves)
 
     def _end_session_later(self, name):
@@ -278,7 +281,7 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         now = self.clock.monotonic()
         moves = []
         for tube in self._tubes.values():
-            for task in tube.tasks.values():
+            for task in tube._tasks.values():
                 if task.state == TAKEN:
                     moves.append(self._requeue(tube, task, now, event="orphan"))
         if moves:

@@ -10,6 +10,8 @@ by default, or ``session=``); bury and delete are allowed to anyone.
 import heapq
 from collections import deque
 
+from greenlet import getcurrent
+
 from queues import options as opt
 from queues.drivers.base import LazyHeap
 from queues.errors import Draining, InvalidOption, NoSuchTask, NoSuchTube, NotOwner, Unsupported, WrongState
@@ -32,7 +34,7 @@ class Tube:
         self.options = dict(options)          # persisted (msgpack-able)
         self.driver = driver_cls({k: v for k, v in options.items() if k in driver_cls.tube_options})
         self.put_options = driver_cls.put_options
-        self.tasks = {}                       # id -> Task (live tasks of this tube)
+        self._tasks = {}                       # id -> Task (live tasks of this tube)
         self.keys = {}                        # unique key -> task id
         self.buried = LazyHeap(_buried_valid)  # (pri, id, task): kick order
         self.counts = {READY: 0, TAKEN: 0, DELAYED: 0, BURIED: 0, DONE: 0}
@@ -48,6 +50,12 @@ class Tube:
         self._def_pri = options.get("pri", 0)
         self._def_ttl = options.get("ttl")
         self._def_ttr = options.get("ttr")
+        self._def_utube = "" if "utube" in driver_cls.put_options else None
+        # Non-default put fields of a put with no options (None: nothing to add to the op).
+        defaults = {k: v for k, v in (("pri", self._def_pri), ("ttl", self._def_ttl),
+                                      ("ttr", self._def_ttr), ("utube", self._def_utube))
+                    if v is not None and not (k == "pri" and v == 0)}
+        self._def_fields = defaults or None
 
     def __repr__(self):
         return f"<Tube {self.name} {self.driver_name}>"
@@ -60,7 +68,7 @@ class Tube:
     def _task(self, task_id, operation):
         if self._dropped:
             raise NoSuchTube(self.name)
-        task = self.tasks.get(task_id)
+        task = self._tasks.get(task_id)
         if task is None:
             if isinstance(task_id, bool) or not isinstance(task_id, int):
                 raise InvalidOption(f"task id must be an integer, not {type(task_id).__name__}", "id")
@@ -88,22 +96,35 @@ class Tube:
             raise Draining(f"the store is draining: put to tube {self.name!r} refused")
         if self._dropped:
             raise NoSuchTube(self.name)
-        rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
-        if key is not None:
-            existing = self._existing(key)
-            if existing is not None:
-                return existing
-        if self.driver.capacity and len(self.tasks) >= self.driver.capacity:
-            store._wait_space(self, 1, timeout)
+        kind = type(data)
+        if (pri is None and ttl is None and ttr is None and delay is None and utube is None
+                and key is None and not self.driver.capacity and (kind is bytes or kind is str)
+                and len(data) * 4 <= store.max_task_size):
+            # The common case, kept lean: defaults only, data that needs no conversion.
+            now = store._now()
+            rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
+                   "created_at": now}
+            if self._def_fields is not None:
+                rec.update(self._def_fields)
+                ttl = self._def_ttl
+                if ttl is not None:
+                    rec["expires_at"] = now + ttl
+        else:
+            rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
             if key is not None:
                 existing = self._existing(key)
                 if existing is not None:
                     return existing
-        now = store.clock.monotonic()
-        rec = self._timed(rec, now)
-        rec["op"] = "put"
-        rec["tube"] = self.name
-        rec["id"] = store._next_id
+            if self.driver.capacity and len(self._tasks) >= self.driver.capacity:
+                store._wait_space(self, 1, timeout)
+                if key is not None:
+                    existing = self._existing(key)
+                    if existing is not None:
+                        return existing
+            rec = self._timed(rec, store.clock.monotonic())
+            rec["op"] = "put"
+            rec["tube"] = self.name
+            rec["id"] = store._next_id
         token = store._log(rec)
         task = store._apply_put(rec)
         if task.state == READY and self._waiters:
@@ -149,7 +170,7 @@ class Tube:
                 first[key] = i
             fresh.append(i)
         cap = self.driver.capacity
-        if fresh and cap and len(self.tasks) + len(fresh) > cap:
+        if fresh and cap and len(self._tasks) + len(fresh) > cap:
             store._wait_space(self, len(fresh), timeout)
         now = store.clock.monotonic()
         batch = []
@@ -184,7 +205,7 @@ class Tube:
         tid = self.keys.get(key)
         if tid is None:
             return None
-        twin = self.tasks[tid].copy()
+        twin = self._tasks[tid].copy()
         twin.existing = True
         return twin
 
@@ -251,11 +272,11 @@ class Tube:
         wait) and returns None when it passes. Waiters are served in arrival order."""
         store = self.store
         if session is None:
-            session = store.sessions.current()
+            session = store.sessions._by_fiber.get(getcurrent()) or store.sessions.current()
         if not self._promised and self.resume_at is None:
             task = self.driver.candidate()
             if task is not None:
-                now = store.clock.monotonic()
+                now = store._now()
                 if now < store._wake_at:
                     return store._take_one(self, task, session, now)
         got = store._take_slow((self,), timeout, session, 1)
@@ -273,8 +294,22 @@ class Tube:
     # -- operations on one task ------------------------------------------------------------
 
     def ack(self, task_id, session=None):
-        task = self._owned(task_id, "ack", session)
-        return self.store._commit(self, {"op": "ack", "tube": self.name, "id": task.id})
+        task = self._tasks.get(task_id)
+        if task is None or task.state != TAKEN or type(task_id) is not int:
+            task = self._owned(task_id, "ack", session)
+        store = self.store
+        if session is None:
+            session = store.sessions._by_fiber.get(getcurrent())
+        if task.session != session:
+            raise NotOwner("ack", task.id, session, task.session)
+        op = {"op": "ack", "tube": self.name, "id": task.id}
+        token = store._log(op)
+        store._apply_ack(op)
+        if self._waiters or self._space_waiters or self._hooks:
+            store._notify_change(self, task, "ack")
+        if token is not None:
+            store._journal_wait(token)
+        return task
 
     def release(self, task_id, delay=0, pri=None, session=None):
         """Give a taken task back: ready now, or delayed by ``delay`` seconds, optionally with a
@@ -355,7 +390,7 @@ class Tube:
             raise InvalidOption(f"unknown state {state!r}", "state")
         limit = opt.count("limit", limit, minimum=0, allow_none=True)
         out = []
-        for task in self.tasks.values():
+        for task in self._tasks.values():
             if state is None or task.state == state:
                 if limit is not None and len(out) >= limit:
                     break

@@ -161,7 +161,7 @@ class WaitingMixin:
             raise TubeFull(f"tube {tube.name!r} holds at most {cap} tasks; {need} do not fit")
         clock = self.clock
         deadline = None if timeout is None else clock.monotonic() + timeout
-        while len(tube.tasks) + need > cap:
+        while len(tube._tasks) + need > cap:
             if tube._dropped:
                 raise NoSuchTube(tube.name)
             now = clock.monotonic()
@@ -183,5 +183,5 @@ class WaitingMixin:
                 if timer is not None:
                     timer.cancel()
         # Room may be left for the next one as well.
-        if len(tube.tasks) + need < cap:
+        if len(tube._tasks) + need < cap:
             self._space_freed(tube)

@@ -113,12 +113,35 @@ def _ready_valid(entry):
 
 
 class ReadyHeap:
-    """All READY tasks of a tube in one heap, ordered by (pri, id): take gets the top."""
+    """All READY tasks of a tube in one heap, ordered by (pri, id): take gets the top.
+
+    The hot path of the whole store: changed() and candidate() are written out flat.
+    """
 
     __slots__ = ("ready",)
 
     def __init__(self):
         self.ready = LazyHeap(_ready_valid)
+
+    def changed(self, task, old):
+        """Index a change (the Driver interface's changed, for drivers without deadlines)."""
+        if task.state == READY:
+            if old == READY:
+                self.leave(task)
+            entry = (task.pri, task.id, task)
+            task._entry = entry
+            ready = self.ready
+            _heappush(ready.heap, entry)
+            ready.live += 1
+        elif old == READY:
+            ready = self.ready
+            heap = ready.heap
+            if heap and heap[0] is task._entry:  # the usual case: take got the top
+                _heappop(heap)
+                ready.live -= 1
+            else:
+                ready.dead()
+        return None
 
     def enter(self, task):
         entry = (task.pri, task.id, task)
@@ -126,7 +149,13 @@ class ReadyHeap:
         self.ready.push(entry)
 
     def leave(self, task):
-        self.ready.dead()
+        ready = self.ready
+        heap = ready.heap
+        if heap and heap[0] is task._entry:
+            _heappop(heap)
+            ready.live -= 1
+        else:
+            ready.dead()
 
     def taken(self, task):
         pass
@@ -135,8 +164,14 @@ class ReadyHeap:
         pass
 
     def candidate(self):
-        entry = self.ready.top()
-        return None if entry is None else entry[2]
+        heap = self.ready.heap
+        while heap:
+            entry = heap[0]
+            task = entry[2]
+            if task._entry is entry and task.state == READY:
+                return task
+            _heappop(heap)
+        return None
 
     def clear(self):
         self.ready.clear()
@@ -316,21 +351,32 @@ class Driver:
         self.options = dict(options)
         self._ready = self.ready_index()
         self._deadlines = self.deadlines() if self.deadlines is not None else None
+        # Hot path: skip a level of calls where the composition allows it.
+        self.candidate = self._ready.candidate
+        if self._deadlines is None and hasattr(self._ready, "changed"):
+            self.changed = self._ready.changed
 
     def changed(self, task, old):
         ready = self._ready
         state = task.state
-        if old != state or old == READY:
+        if state == READY:
             if old == READY:
                 ready.leave(task)
-            elif old == TAKEN and state != TAKEN:
+            elif old == TAKEN:
                 ready.untaken(task)
-            if state == READY:
-                ready.enter(task)
-            elif state == TAKEN and old != TAKEN:
+            ready.enter(task)
+        elif old == READY:
+            ready.leave(task)
+            if state == TAKEN:
                 ready.taken(task)
-        if self._deadlines is not None:
-            return self._deadlines.changed(task, old)
+        elif old == TAKEN:
+            if state != TAKEN:
+                ready.untaken(task)
+        elif state == TAKEN and old is None:
+            ready.taken(task)
+        deadlines = self._deadlines
+        if deadlines is not None:
+            return deadlines.changed(task, old)
         return None
 
     def candidate(self):
