@@ -17,6 +17,7 @@ against their plain-gevent peers, side by side in one process.
 2. Channel vs gevent.queue: producer/consumer of --messages messages through
    fiberapp Channel(0) vs gevent.queue.Channel, and Channel(100) vs gevent.queue.Queue(100).
 3. Spawn + join of 10 000 trivial fibers: Runtime.spawn vs gevent.spawn.
+4. current_fiber() (the logging hot path) vs bare greenlet.getcurrent().
 
 Each configuration runs --runs times, interleaved (off, watchdog, on, off, ...) so that
 noise from other processes hits every configuration alike; the median is reported.
@@ -34,8 +35,9 @@ patch_all()
 import gevent  # noqa: E402
 import orjson  # noqa: E402
 import gevent.queue  # noqa: E402
+import greenlet  # noqa: E402
 
-from fiberapp.runtime.fiber import Runtime  # noqa: E402
+from fiberapp.runtime.fiber import Runtime, current_fiber  # noqa: E402
 from fiberapp.runtime.sync import Channel  # noqa: E402
 
 # Rates are per second of this process's CPU time (time.process_time), not wall time: with
@@ -196,6 +198,22 @@ def main(argv=None):
         "Runtime.spawn (acct on)": with_runtime("on", lambda rt: spawn_join(rt, 10_000, True)),
     })
     table("3. spawn + join of 10 000 trivial fibers", sp, "gevent.spawn", "fibers/s")
+
+    def lookups(fn):
+        def body(rt):
+            def loop():
+                t0 = _cpu()
+                for _ in range(1_000_000):
+                    fn()
+                return 1_000_000 / (_cpu() - t0)
+            return rt.spawn(loop, name="lookup").join()
+        return body
+
+    cf = interleaved(args.runs, {
+        "greenlet.getcurrent()": with_runtime("off", lookups(greenlet.getcurrent)),
+        "current_fiber()": with_runtime("off", lookups(current_fiber)),
+    })
+    table("4. current_fiber() (called for every log record)", cf, "greenlet.getcurrent()", "calls/s")
 
 
 if __name__ == "__main__":
