@@ -10,6 +10,9 @@ Two experiments, each side by side in one run, medians of --runs:
 2. A query that waits 5 ms in the database (SELECT pg_sleep(0.005)): 200 fibers over a
    pool of 50 against 8 (and 30) blocking threads: the case for fibers.
 
+Each line gives the median queries per second, the median CPU time the client process
+spent per query (user + system, all threads), and every run's q/s.
+
 The thread baseline runs in a separate process that is NOT monkey-patched (this one is,
 and patched threads would be greenlets): `python -m bench.db --threads N ...` is that
 worker; it prints one JSON line.
@@ -17,6 +20,7 @@ worker; it prints one JSON line.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,12 +74,12 @@ def thread_worker(dsn, threads, query, duration):
                 n += 1
             return n
 
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), _cpu()
         total = sum(pool.map(loop, range(threads)))
-        elapsed = time.monotonic() - start
+        elapsed, cpu = time.monotonic() - start, _cpu() - cpu0
     for conn in conns:
         conn.close()
-    return total / elapsed
+    return total / elapsed, cpu / total * 1e6
 
 
 def run_threads(dsn, threads, query, duration):
@@ -84,7 +88,8 @@ def run_threads(dsn, threads, query, duration):
          "--duration", str(duration), "--dsn", dsn],
         check=True, capture_output=True, text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["qps"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["qps"], result["cpu_us"]
 
 
 # -- the patched fiber side ------------------------------------------------------------------
@@ -109,10 +114,11 @@ def run_fibers(runtime, dsn, fibers, pool_size, query, duration):
                 n += 1
             counts[slot] = n
 
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), _cpu()
         workers = [runtime.spawn(loop, i, name=f"bench-{i}") for i in range(fibers)]
         gevent.joinall(workers, raise_error=True)
-        return sum(counts) / (time.monotonic() - start)
+        elapsed, cpu = time.monotonic() - start, _cpu() - cpu0
+        return sum(counts) / elapsed, cpu / sum(counts) * 1e6
     finally:
         pool.close()
 
@@ -128,9 +134,16 @@ def cpu_pressure():
         return float("nan")
 
 
+def _cpu():
+    """CPU seconds (user + system) used by this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def median_of(runs, fn):
+    """fn() -> (qps, cpu_us_per_query); returns the medians and the raw q/s values."""
     values = [fn() for _ in range(runs)]
-    return statistics.median(values), values
+    return statistics.median(v[0] for v in values), statistics.median(v[1] for v in values), [v[0] for v in values]
 
 
 def main(argv=None):
@@ -143,7 +156,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.threads:
-        print(json.dumps({"qps": thread_worker(args.dsn, args.threads, args.query, args.duration)}))
+        qps, cpu_us = thread_worker(args.dsn, args.threads, args.query, args.duration)
+        print(json.dumps({"qps": qps, "cpu_us": cpu_us}))
         return
 
     from fiberapp.runtime.patch import patch_all
@@ -156,9 +170,10 @@ def main(argv=None):
     rows = []
 
     def measure(label, fn):
-        med, values = median_of(args.runs, fn)
+        med, cpu_us, values = median_of(args.runs, fn)
         rows.append((label, med, values))
-        print(f"{label:<52} {med:>9.0f} q/s   runs: {', '.join(f'{v:.0f}' for v in values)}", flush=True)
+        print(f"{label:<50} {med:>7.0f} q/s {cpu_us:>5.0f} us CPU/query   runs: {', '.join(f'{v:.0f}' for v in values)}",
+              flush=True)
         return med
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.runs} runs x {args.duration}s each,"

@@ -26,16 +26,15 @@ Contracts:
 import contextlib
 import logging
 import math
-import random
+import time
 
 import gevent
+import gevent.lock
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
 import psycopg_pool
-from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
 
 from fiberapp.db.errors import (
     DbClosed,
@@ -46,6 +45,8 @@ from fiberapp.db.errors import (
     QueryTimeout,
     TransactionConflict,
 )
+from fiberapp.db.pg_queries import Queries
+from fiberapp.db.pg_transaction import Transaction, Tx
 from fiberapp.db.settings import Section
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,6 @@ _CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetect
 # SQLSTATEs that mean "this session is gone": connection exceptions (08xxx) and
 # admin/crash shutdowns (57P01..57P03), e.g. pg_terminate_backend().
 _GONE_STATES = ("57P01", "57P02", "57P03")
-_ISOLATION = {
-    None: "",
-    "read committed": " ISOLATION LEVEL READ COMMITTED",
-    "repeatable read": " ISOLATION LEVEL REPEATABLE READ",
-    "serializable": " ISOLATION LEVEL SERIALIZABLE",
-}
 
 
 def _assert_cooperative():
@@ -74,203 +69,7 @@ def _assert_cooperative():
         raise DbConfigError("pg", "psycopg was imported before gevent patching; queries would block the loop")
 
 
-class _Queries:
-    """The query helpers, shared by the pool (a connection per call) and Tx (one connection).
-
-    Subclasses provide _run(fn): call fn(conn) and translate psycopg errors.
-    """
-
-    def execute(self, query, params=None):
-        """Run one statement; returns the number of rows it affected (-1 if none apply)."""
-        return self._run(lambda conn: conn.execute(query, params).rowcount)
-
-    def execute_many(self, query, params_seq):
-        """Run one statement once per parameter set (pipelined by psycopg); returns the
-        total rows affected."""
-
-        def run(conn):
-            with conn.cursor() as cur:
-                cur.executemany(query, params_seq)
-                return cur.rowcount
-
-        return self._run(run)
-
-    def fetch_one(self, query, params=None):
-        """The first row as a dict, or None."""
-
-        def run(conn):
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(query, params).fetchone()
-
-        return self._run(run)
-
-    def fetch_all(self, query, params=None):
-        """Every row, as a list of dicts."""
-
-        def run(conn):
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(query, params).fetchall()
-
-        return self._run(run)
-
-    def fetch_val(self, query, params=None):
-        """The first column of the first row, or None when there is no row."""
-
-        def run(conn):
-            row = conn.execute(query, params).fetchone()
-            return None if row is None else row[0]
-
-        return self._run(run)
-
-    def copy_in(self, table, rows, columns=None):
-        """COPY rows (an iterable of sequences) into table ("name" or "schema.name");
-        returns the number of rows written. Names are quoted as identifiers."""
-        target = sql.Identifier(*table.split("."))
-        if columns:
-            target = sql.SQL("{} ({})").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
-        statement = sql.SQL("COPY {} FROM STDIN").format(target)
-
-        def run(conn):
-            count = 0
-            with conn.cursor() as cur, cur.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-                    count += 1
-            return count
-
-        return self._run(run)
-
-    def copy_out(self, query, params=None, write=None):
-        """COPY (query) TO STDOUT. Without write: returns the rows as tuples of text
-        (None for NULL). With write: streams the text-format data to write(bytes) chunk
-        by chunk and returns the number of bytes, so large results never sit in memory."""
-        statement = sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(query))
-
-        def run(conn):
-            with conn.cursor() as cur, cur.copy(statement, params) as copy:
-                if write is None:
-                    return list(copy.rows())
-                size = 0
-                for chunk in copy:
-                    write(bytes(chunk))
-                    size += len(chunk)
-                return size
-
-        return self._run(run)
-
-    def pipeline(self, statements):
-        """Send [(query, params), ...] in one round trip (pipeline mode), atomically (in a
-        transaction, or a savepoint inside transaction()). Returns, per statement, its
-        rows (list of dicts) if it returns rows, else its row count."""
-        statements = [(s, None) if isinstance(s, str) else (s[0], s[1]) for s in statements]
-
-        def run(conn):
-            cursors = []
-            with conn.transaction(), conn.pipeline():
-                for query, params in statements:
-                    cur = conn.cursor(row_factory=dict_row)
-                    cur.execute(query, params)
-                    cursors.append(cur)
-            out = [cur.fetchall() if cur.description is not None else cur.rowcount for cur in cursors]
-            for cur in cursors:
-                cur.close()
-            return out
-
-        return self._run(run)
-
-    def notify(self, channel, payload=""):
-        """NOTIFY channel with payload (delivered at commit when inside a transaction)."""
-        self._run(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (channel, payload)))
-
-
-class Tx(_Queries):
-    """One transaction's connection: the helpers, plus .conn for raw psycopg use."""
-
-    def __init__(self, conn, pool):
-        self.conn = conn
-        self._pool = pool
-
-    def _run(self, fn):
-        try:
-            return fn(self.conn)
-        except psycopg.Error as exc:
-            raise self._pool._translate(exc, self.conn) from exc
-
-
-class _Attempt:
-    """One try of a retried transaction: `with attempt as tx:`."""
-
-    def __init__(self, pool, begin, last):
-        self._cm = pool._transaction(begin)
-        self._last = last
-        self.succeeded = False
-        self.conflict = None
-
-    def __enter__(self):
-        return self._cm.__enter__()
-
-    def __exit__(self, et, ev, tb):
-        try:
-            suppressed = self._cm.__exit__(et, ev, tb)
-        except TransactionConflict as exc:  # raised on the way out, e.g. by COMMIT
-            if self._last:
-                raise
-            self.conflict = exc
-            return True
-        if et is None:
-            self.succeeded = True
-            return False
-        if isinstance(ev, TransactionConflict) and not self._last:
-            self.conflict = ev
-            return True
-        return suppressed
-
-
-class Transaction:
-    """transaction(): use it either way.
-
-        with pool.transaction() as tx:         # one attempt; TransactionConflict if lost
-            tx.execute(...)
-
-        for attempt in pool.transaction():     # retried on serialization failure/deadlock
-            with attempt as tx:
-                tx.execute(...)
-
-    A `with` block cannot re-run itself, hence the loop form for retries. Between
-    attempts it sleeps a jittered, doubling backoff; after the last attempt the
-    TransactionConflict propagates. Any other error ends the loop at once.
-    """
-
-    def __init__(self, pool, isolation, read_only, attempts):
-        if isolation not in _ISOLATION:
-            raise ValueError(f"isolation must be one of {sorted(k for k in _ISOLATION if k)}, got {isolation!r}")
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        self._pool = pool
-        self._begin = "BEGIN" + _ISOLATION[isolation] + (" READ ONLY" if read_only else "")
-        self._attempts = attempts
-        self._single = None
-
-    def __enter__(self):
-        self._single = self._pool._transaction(self._begin)
-        return self._single.__enter__()
-
-    def __exit__(self, et, ev, tb):
-        single, self._single = self._single, None
-        return single.__exit__(et, ev, tb)
-
-    def __iter__(self):
-        for number in range(1, self._attempts + 1):
-            attempt = _Attempt(self._pool, self._begin, last=number == self._attempts)
-            yield attempt
-            if attempt.conflict is None:
-                return
-            self._pool.conflicts += 1
-            delay = random.uniform(0, min(0.5, 0.005 * 2**number))
-            self._pool.runtime.clock.sleep(delay)
-
-
-class PgPool(_Queries):
+class PgPool(Queries):
     """A pool of PostgreSQL connections. Build with from_config(), then open()."""
 
     @classmethod
@@ -349,6 +148,7 @@ class PgPool(_Queries):
         self.health_interval = health_interval
         self.conflicts = 0
         self._pool = None
+        self._slots = None
         self._connect_error = None  # the last failed connect, until one succeeds
         self._failure = None  # the last DbUnavailable, until a call succeeds
         self._watch = None
@@ -387,6 +187,7 @@ class PgPool(_Queries):
             name=f"fiberapp:{self.name}",
             open=False,
         )
+        self._slots = gevent.lock.BoundedSemaphore(self.max_size)
         try:
             self._pool.open(wait=wait, timeout=timeout if timeout is not None else self.max_wait + 5)
         except psycopg_pool.PoolTimeout as exc:
@@ -452,12 +253,20 @@ class PgPool(_Queries):
     def connection(self):
         """A pooled psycopg Connection (autocommit) for raw use; psycopg errors raised in
         the block come out translated to fiberapp.db errors."""
-        pool = self._pool
+        pool, slots = self._pool, self._slots
         if pool is None:
             raise DbClosed(f"pg pool {self.name!r} is not open")
+        # Fibers queue on a gevent semaphore (one slot per connection) rather than inside
+        # psycopg_pool, whose Condition-based hand-over costs about a quarter more CPU per
+        # query when fibers outnumber connections (bench/db.py). The pool then only waits
+        # while it is growing or reconnecting.
+        start = time.monotonic()
+        if not slots.acquire(timeout=self.max_wait):
+            raise self._translate(psycopg_pool.PoolTimeout("all connections busy"))
         conn = None
         try:
-            with pool.connection() as conn:
+            left = max(self.max_wait - (time.monotonic() - start), min(self.max_wait, 1.0))
+            with pool.connection(timeout=left) as conn:
                 try:
                     yield conn
                 except psycopg.Error as exc:
@@ -470,6 +279,8 @@ class PgPool(_Queries):
             if isinstance(error, DbUnavailable):
                 self._failure = error
             raise error from exc
+        finally:
+            slots.release()
         self._failure = None
 
     def _run(self, fn):
