@@ -93,16 +93,21 @@ class Connection:
             raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
 
     def on_header(self, name, value):
-        self._hdr_size += len(name) + len(value) + 4
-        if self._hdr_size > self._max_header:
-            raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
         self._headers.append((name, value))
+        size = self._hdr_size + len(name) + len(value) + 4
+        self._hdr_size = size
+        if size > self._max_header:
+            raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
         n = len(name)
-        if n == 14 and name.lower() == b"content-length":
+        if n == 14 or n == 6:  # only then can it be Content-Length or Expect
+            self._framing_header(name.lower(), value)
+
+    def _framing_header(self, name, value):
+        if name == b"content-length":
             # Refuse before reading (or inviting, with 100-continue) the body.
             if value.strip().isdigit() and int(value) > self._max_body:
                 raise _Reject(413, "payload_too_large", f"body larger than {self._max_body} bytes")
-        elif n == 6 and name.lower() == b"expect" and value.strip().lower() == b"100-continue":
+        elif name == b"expect" and value.strip().lower() == b"100-continue":
             self._expect = True
 
     def on_headers_complete(self):
@@ -120,12 +125,12 @@ class Connection:
     def on_message_complete(self):
         p = self.parser
         body = self._body
-        self._ready.append((
+        self._in_message = False
+        self._ready.append(self._make_request(
             p.get_method(), self._url, self._headers,
             b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
             p.get_http_version(), p.should_keep_alive(),
         ))
-        self._in_message = False
         # Drop our references: an idle keep-alive connection should hold no request data.
         self._url = self._headers = self._body = None
 
@@ -215,15 +220,25 @@ class Connection:
         """
         server = self.server
         date_line = server.date_line
+        app = server.app
+        plain = server.metrics is None and server.access_log is None
         out = []
         keep = True
         self._deadline = None  # handlers may take as long as they like
         self._busy = True
         try:
-            for item in ready:
-                request = self._make_request(item)
+            for request in ready:
                 if request.__class__ is Request:
-                    resp = self._handle(request)
+                    if plain:
+                        try:
+                            resp = app(request)
+                        except ClientDisconnected:
+                            raise
+                        except Exception:
+                            log.exception("application raised for %s %s", request.method, request.path)
+                            resp = _INTERNAL
+                    else:
+                        resp = self._handle(request)
                     # server.stopping read after the handler: a stop may begin while it runs
                     keep = request.keep_alive and not force_close and not server.stopping
                     try:
@@ -232,7 +247,7 @@ class Connection:
                         log.exception("unsendable response %r for %s %s", resp, request.method, request.path)
                         data = _INTERNAL.encode(date_line, keep)
                     out.append(data)
-                else:  # a request the parser took but we cannot (bad path): 400 and close
+                else:  # a request the parser took but we cannot (bad target): 400 and close
                     keep = False
                     out.append(request.encode(date_line, False))
                 if not keep:
@@ -250,16 +265,8 @@ class Connection:
         return keep
 
     def _handle(self, request):
+        """Run the app with metrics and/or the access log (the plain path is inline in _answer)."""
         server = self.server
-        metrics, access = server.metrics, server.access_log
-        if metrics is None and access is None:
-            try:
-                return server.app(request)
-            except ClientDisconnected:
-                raise
-            except Exception:
-                log.exception("application raised for %s %s", request.method, request.path)
-                return error_response(500, "internal_error", "internal server error")
         t0 = server.clock.monotonic()
         try:
             resp = server.app(request)
@@ -267,26 +274,29 @@ class Connection:
             raise
         except Exception:
             log.exception("application raised for %s %s", request.method, request.path)
-            resp = error_response(500, "internal_error", "internal server error")
+            resp = _INTERNAL
         elapsed = server.clock.monotonic() - t0
         route = request.route.name if request.route is not None else "<unmatched>"
-        if metrics is not None:
-            metrics.observe(route, request.method, resp.status, elapsed)
-        if access is not None:
-            access.info("%s %s %s %d %d %.3fms", self.addr[0] if self.addr else "-", request.method,
-                        request.path, resp.status, len(resp.body), elapsed * 1000.0)
+        if server.metrics is not None:
+            server.metrics.observe(route, request.method, resp.status, elapsed)
+        if server.access_log is not None:
+            server.access_log.info("%s %s %s %d %d %.3fms", self.addr[0] if self.addr else "-", request.method,
+                                   request.path, resp.status, len(resp.body), elapsed * 1000.0)
         return resp
 
-    def _make_request(self, item):
-        """A Request from the parsed pieces, or an error Response if the target is unusable."""
-        method, url, headers, body, version, keep_alive = item
+    def _make_request(self, method, url, headers, body, version, keep_alive):
+        """A Request from the parsed pieces, or an error Response if the target is unusable.
+
+        Called from on_message_complete: it must not yield, and a bad target must not
+        raise (that would abort the parse of everything pipelined behind it).
+        """
         meth = _METHODS.get(method) or method.decode("latin-1")
-        if url.isascii() and b"%" not in url and url[:1] == b"/":
+        if url.startswith(b"/") and url.isascii() and b"%" not in url:
             # The common case: decode once, split the str.
             path, _, query = url.decode("ascii").partition("?")
         else:
             try:
-                if url[:1] == b"/":
+                if url.startswith(b"/"):
                     raw_path, _, raw_query = url.partition(b"?")
                 elif url == b"*":
                     raw_path, raw_query = url, b""

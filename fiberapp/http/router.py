@@ -27,7 +27,7 @@ import re
 import uuid
 
 from .errors import ErrorMap, HTTPError, MethodNotAllowed, NotFound, RouteError
-from .response import error_response, to_response
+from .response import Response, error_response, to_response
 
 log = logging.getLogger("fiberapp.http")
 
@@ -238,7 +238,8 @@ class Router:
             route, params = self.resolve(request.method, request.path)
             request.route = route
             request.params = params
-            return to_response(route.call(request))
+            result = route.call(request)
+            return result if result.__class__ is Response else to_response(result)
         except HTTPError as exc:
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         except Exception as exc:
