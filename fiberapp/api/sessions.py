@@ -84,8 +84,6 @@ class SessionTracker:
             self._busy[name] = busy - 1
             return
         del self._busy[name]
-        if not self._idle:
-            self._wake.set()
         self._idle[name] = self.clock.monotonic()
 
     def end_now(self, name):
@@ -135,12 +133,14 @@ class SessionTracker:
             deadline = self.next_deadline()
             self._wake.clear()
             if deadline is None:
-                # Nothing idle; every wait has a timeout, so wake up now and then anyway.
+                # Nothing idle: look again in one ttl. A session going idle meanwhile
+                # expires no earlier than that, so nobody needs to wake the reaper (which
+                # keeps the request path free of wake-ups).
                 self._wait_until(self.clock.monotonic() + self.ttl)
                 continue
             if deadline > self.clock.monotonic():
-                # Deadlines only move later while something is idle, so no early wake-up
-                # is needed: sleep until the oldest one and look again.
+                # Deadlines only move later (the ttl is the same for all), so no early
+                # wake-up is needed either: sleep until the oldest one and look again.
                 self._wait_until(deadline)
             self.expire()
 
