@@ -58,6 +58,11 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         self._pending_tokens = []
         self._appliers = self._build_appliers()
 
+    def attach_journal(self, journal):
+        """Use ``journal`` from now on (recovery replays with none, then attaches the WAL)."""
+        self.journal = journal if journal is not None else NullJournal()
+        self._log = self.journal.log
+
     # -- tubes -----------------------------------------------------------------------------
 
     def create_tube(self, name, driver="fifo", if_not_exists=False, **options):

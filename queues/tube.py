@@ -326,7 +326,9 @@ class Tube:
         store = self.store
         move = store._requeue(self, task, store.clock.monotonic(), delay)
         move.update(op="release", pri=pri)
-        return store._commit(self, move)
+        # apply returns (tube, task, event) notifications; the last is the task where it
+        # ended (a dead-lettered task's new record in the dead-letter tube)
+        return store._commit(self, move)[-1][1]
 
     def touch(self, task_id, delta, session=None):
         """Extend the running ttr of a task the caller has taken by ``delta`` seconds."""
