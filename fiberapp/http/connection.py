@@ -25,13 +25,13 @@ import socket as _socket
 import gevent
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from .disconnect import DisconnectWatch, peer_gone
 from .errors import BadRequest, ClientDisconnected
 from .request import Request, decode_path
 from .response import error_response
 
 log = logging.getLogger("fiberapp.http")
 
-_PEEK = _socket.MSG_PEEK | _socket.MSG_DONTWAIT
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
 
@@ -398,18 +398,10 @@ class Connection:
 
     # -- the client going away while a handler runs --------------------------------
     def peer_gone(self):
-        if self._closed:
-            return True
-        try:
-            data = self.sock._sock.recv(1, _PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        return not data
+        return self._closed or peer_gone(self.sock)
 
     def watch_disconnect(self, fn):
-        watch = _DisconnectWatch(self, fn)
+        watch = DisconnectWatch(self, fn)
         if self._watches is None:
             self._watches = [watch]
         else:
@@ -427,45 +419,3 @@ class Connection:
             self._watches = None
             for w in watches:
                 w.cancel()
-
-
-class _DisconnectWatch:
-    """An io watcher on the client socket, live while one handler runs.
-
-    On readability it peeks: EOF or an error means the client is gone (fn() runs, once);
-    data means the client pipelined more requests, which proves it is there, so the watch
-    stops (the watcher is level-triggered and the data stays queued for the loop).
-    """
-
-    __slots__ = ("conn", "fn", "watcher", "fired")
-
-    def __init__(self, conn, fn):
-        self.conn = conn
-        self.fn = fn
-        self.watcher = None
-        self.fired = False
-
-    def start(self):
-        if self.conn.peer_gone():
-            self._fire()
-            return
-        self.watcher = gevent.get_hub().loop.io(self.conn.sock.fileno(), 1)
-        self.watcher.start(self._readable)
-
-    def _readable(self):
-        gone = self.conn.peer_gone()
-        self.cancel()
-        if gone:
-            self._fire()
-
-    def _fire(self):
-        if not self.fired:
-            self.fired = True
-            self.fn()
-
-    def cancel(self):
-        w = self.watcher
-        if w is not None:
-            self.watcher = None
-            w.stop()
-            w.close()
