@@ -20,11 +20,14 @@ moving average). Time in the hub (callbacks, and waiting for I/O while idle) is 
 row; so is the main greenlet; "other" is what is left: plain gevent greenlets and the last
 slices of fibers that died during the window.
 
-The hook is per thread (greenlet.settrace); install() chains to any previous hook (gevent's
-monitor thread uses one too) and uninstall() restores it.
+The hook is per thread (greenlet.settrace) and shared by every Runtime started in that
+thread (see _ThreadHook); it chains to any hook installed before it (gevent's monitor
+thread uses one too) and restores it when the last Runtime stops.
 """
-import greenlet
 from time import perf_counter
+
+import greenlet
+from gevent import monkey
 
 EMA_ALPHA = 0.3  # weight of the newest window in cpu_average
 COUNTERS = ("cpu_time", "switches", "cpu_mark", "cpu_instant", "cpu_average")
@@ -112,7 +115,71 @@ class Bucket:
             setattr(self, n, 0 if n == "switches" else 0.0)
 
 
+class _ThreadHook:
+    """The one switch hook of a thread, shared by every started Runtime in it.
+
+    Two runtimes started in one thread (an app and a test fixture, say) must not each
+    install a hook: chained full hooks would count every switch twice, and whichever
+    stopped first could not unhook itself from the middle of the chain. So the hook is
+    per thread and reference-counted: it runs in "full" mode while any user wants CPU
+    accounting, "watch" mode otherwise, and the hook found before the first user (gevent's
+    monitor, a debugger) is chained and restored after the last.
+    """
+
+    def __init__(self):
+        self.state = _State()
+        self.users = []
+        self.prev = None
+        self.hook = None
+        self.mode = None
+
+    def add(self, tracer):
+        self.users.append(tracer)
+        self._apply()
+
+    def remove(self, tracer):
+        if tracer in self.users:
+            self.users.remove(tracer)
+        self._apply()
+
+    def _apply(self):
+        mode = None
+        if self.users:
+            mode = "full" if any(t.accounting for t in self.users) else "watch"
+        if mode == self.mode:
+            return
+        current = greenlet.gettrace()
+        ours = self.hook is not None and current is self.hook
+        if mode is None:
+            if ours:
+                greenlet.settrace(self.prev)
+            # else someone hooked in after us and chains to us: leave the chain intact
+            self.hook = None
+        else:
+            if self.mode is None:
+                self.prev = current  # chain to whatever is installed now
+            make = _make_full_hook if mode == "full" else _make_watch_hook
+            self.hook = make(self.state, self.prev)
+            if ours or self.mode is None:
+                greenlet.settrace(self.hook)
+        self.mode = mode
+
+
+_THREAD_HOOKS = {}  # native thread id -> _ThreadHook (runtime-internal, per thread)
+_get_ident = monkey.get_original("_thread", "get_ident")
+
+
+def _thread_hook():
+    ident = _get_ident()
+    th = _THREAD_HOOKS.get(ident)
+    if th is None:
+        th = _THREAD_HOOKS[ident] = _ThreadHook()
+    return th
+
+
 class SwitchTracer:
+    """One Runtime's view of the thread's switch hook: its windows and its top() rows."""
+
     def __init__(self, runtime, accounting=True, window=1.0):
         self.runtime = runtime
         self.accounting = accounting
@@ -120,23 +187,22 @@ class SwitchTracer:
         self.hub = None
         self.main = None
         self.other = Bucket("other")
-        self.state = _State()
-        self._hook = None
-        self._prev = None
+        self._thread = None
+        self.state = None
         self._timer = None
         self._win_start = perf_counter()
 
     @property
     def running(self):
-        return self.state.running
+        return self.state.running if self.state is not None else None
 
     @property
     def since(self):
-        return self.state.last
+        return self.state.last if self.state is not None else 0.0
 
     # -- install ---------------------------------------------------------------------------
     def install(self, hub):
-        if self._hook is not None:
+        if self._thread is not None:
             return
         self.hub = hub
         current = greenlet.getcurrent()
@@ -144,36 +210,33 @@ class SwitchTracer:
         while main.parent is not None:
             main = main.parent
         self.main = main
-        st = self.state
-        st.running = current
-        st.last = self._win_start = perf_counter()
-        self._prev = greenlet.gettrace()
+        th = _thread_hook()
+        self._thread = th
+        self.state = th.state
+        if not th.users:
+            th.state.running = current
+            th.state.last = perf_counter()
+        self._win_start = perf_counter()
         if self.accounting:
             # The hub and main greenlet outlive runtimes: start their window afresh.
             for g in [hub, main, current] + list(self.runtime._fibers.values()):
                 add_counters(g)
                 g.cpu_mark = g.cpu_time
-            self._hook = _make_full_hook(st, self._prev)
             if self.window:
                 self._timer = hub.loop.timer(self.window, self.window)
                 self._timer.ref = False  # must not keep the loop alive
                 self._timer.start(self.roll)
-        else:
-            self._hook = _make_watch_hook(st, self._prev)
-        greenlet.settrace(self._hook)
+        th.add(self)
 
     def uninstall(self):
-        if self._hook is None:
+        if self._thread is None:
             return
-        if greenlet.gettrace() is self._hook:
-            greenlet.settrace(self._prev)
-        # else someone chained after us; leave their hook (ours stays harmless)
+        self._thread.remove(self)
+        self._thread = None
         if self._timer is not None:
             self._timer.stop()
             self._timer.close()
             self._timer = None
-        self._hook = None
-        self.state.running = None
 
     # -- windows ---------------------------------------------------------------------------
     def _charge_running(self, now):

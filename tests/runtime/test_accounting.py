@@ -200,3 +200,28 @@ def test_hub_main_and_other_rows():
         assert plain.cpu_time >= 0.05  # foreign greenlets get counters on first switch
     finally:
         rt.stop()
+
+
+def test_two_started_runtimes_share_one_hook_and_do_not_double_count():
+    before = greenlet.gettrace()
+    a = Runtime(watchdog_limit=0, top_window=3600)
+    b = Runtime(watchdog_limit=0)
+    a.start()
+    b.start()
+    try:
+        hook = greenlet.gettrace()
+        assert hook is not before
+        fb = b.spawn(_spin, 0.05, name="in-b")
+        start = time.perf_counter()
+        fb.join()
+        wall = time.perf_counter() - start
+        assert 0.05 <= fb.cpu_time <= wall  # counted once, not once per runtime
+        b.stop()
+        assert greenlet.gettrace() is hook  # a still needs it
+        fa = a.spawn(_spin, 0.01, name="in-a")
+        fa.join()
+        assert fa.cpu_time >= 0.01
+    finally:
+        a.stop()
+        b.stop()
+    assert greenlet.gettrace() is before
