@@ -21,5 +21,5 @@ __all__ = [
     "BadRequest", "ClientDisconnected", "ClientResponse", "ErrorMap", "HTTPClient", "HTTPClientConnectionError",
     "HTTPClientError", "HTTPClientTimeout", "HTTPConfig", "HTTPError", "HTTPMetrics", "HTTPServer",
     "HeaderFieldsTooLarge", "MethodNotAllowed", "NotFound", "PayloadTooLarge", "Request", "Response", "Route",
-    "Router", "WSGIHandler", "to_response",
+    "RouteError", "Router", "WSGIHandler", "to_response",
 ]

@@ -35,7 +35,7 @@ RECV_BUFFER = 64 * 1024
 
 class HTTPServer:
     def __init__(self, app, host="127.0.0.1", port=0, *, config=None, clock=None, registry=None,
-                 name="http", **knobs):
+                 runtime=None, name="http", **knobs):
         if config is None:
             config = HTTPConfig(**knobs)
         elif knobs:
@@ -48,6 +48,7 @@ class HTTPServer:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
         self.name = name
+        self.runtime = runtime  # when given, connection fibers are the runtime's named Fibers
         self.metrics = HTTPMetrics(registry) if registry is not None else None
         self.access_log = logging.getLogger("fiberapp.http.access") if config.access_log else None
         # The Date header line; refreshed by a timer every second rather than per request.
@@ -79,7 +80,10 @@ class HTTPServer:
         listener.bind((self.host, self.port))
         listener.listen(self.config.backlog)
         listener.setblocking(False)
-        self._pool = Pool(self.config.max_connections)
+        if self.runtime is not None:
+            self._pool = _FiberPool(self.config.max_connections, self.runtime, f"{self.name}.conn")
+        else:
+            self._pool = Pool(self.config.max_connections)
         self._server = StreamServer(listener, self._handle, spawn=self._pool)
         self._server.start()
         self._tick_date()
@@ -150,6 +154,23 @@ class HTTPServer:
             self._connections.discard(conn)
             if self._drained is not None and not self._connections:
                 self._drained.set()
+
+
+class _FiberPool(Pool):
+    """The bounded connection pool, with runtime Fibers as members (named, listed by the
+    runtime, CPU-accounted) instead of anonymous greenlets."""
+
+    def __init__(self, size, runtime, fiber_name):
+        super().__init__(size)
+        self._runtime = runtime
+        self._fiber_name = fiber_name
+
+    def spawn(self, fn, *args, **kwargs):
+        # StreamServer only spawns when the pool is not full, so add() never blocks here,
+        # and the fiber cannot run (let alone finish) before it is tracked.
+        fiber = self._runtime.spawn(fn, *args, name=self._fiber_name, **kwargs)
+        self.add(fiber)
+        return fiber
 
 
 def as_app(fn):

@@ -486,3 +486,23 @@ def test_config_validation():
     with pytest.raises(ValueError):
         HTTPConfig.from_mapping({"max_header_size": 100, "colour": "blue"})
     assert HTTPConfig.from_mapping({"max_connections": 5}).max_connections == 5
+
+
+def test_connections_can_be_runtime_fibers(clock):
+    from fiberapp.runtime.fiber import Runtime
+
+    runtime = Runtime(clock=clock)
+    r = Router()
+    r.add("GET", "/who", lambda req: gevent.getcurrent().name)
+    server = HTTPServer(r, "127.0.0.1", 0, clock=clock, runtime=runtime, max_connections=1)
+    server.start()
+    try:
+        c = RawClient(server.address)
+        c.send(get("/who"))
+        assert c.read_response()["body"] == b"http.conn"
+        assert [f.name for f in runtime.fibers()].count("http.conn") == 1
+        assert server.stats()["accepting"] is False  # still bounded
+        c.close()
+        wait_for(lambda: "http.conn" not in [f.name for f in runtime.fibers()])
+    finally:
+        server.stop(timeout=0)
