@@ -7,7 +7,6 @@ at once (ConfigError.problems: a list of (key, message)). Nothing here touches t
 Sections [http], [pg] and [redis] are tables; [pg] may also hold named pools as sub-tables
 ([pg.reports] dsn = ...), which the app builds as extra pools.
 """
-import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass
@@ -35,15 +34,6 @@ def parse_listen(value):
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
     return host, int(port)
-
-
-def is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- checks: each takes a value of the right type and raises ValueError with a message ----------
@@ -106,15 +96,6 @@ SCHEMA = {k.name: k for k in (
     Key("force_recovery", bool, False),
 )}
 
-HTTP_SCHEMA = {k.name: k for k in (
-    Key("max_header_size", int, 16384, _at_least(256)),
-    Key("max_body_size", int, 8 << 20, _at_least(1)),
-    Key("header_timeout", float, 10.0, _at_least(0, strict=True)),
-    Key("idle_timeout", float, 75.0, _at_least(0, strict=True)),
-    Key("max_connections", int, 25000, _at_least(1)),
-    Key("access_log", bool, False),
-)}
-
 # Tables passed through to their own builders, which validate them (fiberapp.db).
 PASSTHROUGH_TABLES = ("pg", "redis")
 
@@ -171,7 +152,7 @@ def _coerce(key, value, source):
 
 class Config:
     """The merged, validated configuration. Attribute access for top-level keys;
-    .http (dict of HTTP_SCHEMA values), .pg and .redis (raw tables, or None), .sources
+    .http (the [http] table, validated against fiberapp.http.config.HTTPConfig), .pg and .redis (raw tables, or None), .sources
     (key -> "default" | "file" | "env" | "cli") for `check-config` and debugging."""
 
     def __init__(self, values, http, tables, sources, path=None):
@@ -210,6 +191,32 @@ class Config:
     @property
     def pidfile_path(self):
         return self.pidfile or os.path.join(self.data_dir, "fiberapp.pid")
+
+
+def _check_http(table):
+    """Validate [http] against the server's own HTTPConfig (the one place its knobs and
+    defaults are defined), key by key so that every problem is reported."""
+    from dataclasses import fields
+
+    from fiberapp.http.config import HTTPConfig
+
+    known = {f.name for f in fields(HTTPConfig)}
+    problems = []
+    for name, value in table.items():
+        if name not in known:
+            problems.append((f"http.{name}", "unknown key"))
+            continue
+        try:
+            HTTPConfig(**{name: value})
+        except (ValueError, TypeError) as exc:
+            problems.append((f"http.{name}", str(exc).removeprefix(f"http.{name} ")))
+    return problems
+
+
+def _http_settings(table):
+    from fiberapp.http.config import HTTPConfig
+
+    return HTTPConfig.from_mapping(table).as_dict()
 
 
 def read_file(path):
@@ -262,23 +269,12 @@ def load(path=None, env=None, overrides=None):
         values[name], sources[name] = value, source
 
     http_raw = raw.get("http", {})
-    http = {}
     if not isinstance(http_raw, dict):
         problems.append(("http", "must be a table"))
         http_raw = {}
-    for name in http_raw:
-        if name not in HTTP_SCHEMA:
-            problems.append((f"http.{name}", "unknown key"))
-    for name, key in HTTP_SCHEMA.items():
-        value = http_raw.get(name, key.default)
-        try:
-            value = _coerce(key, value, "file")
-            if key.check is not None:
-                key.check(value)
-        except ValueError as exc:
-            problems.append((f"http.{name}", str(exc)))
-            value = key.default
-        http[name] = value
+    http_problems = _check_http(http_raw)
+    problems += http_problems
+    http = {} if http_problems else _http_settings(http_raw)
 
     tables = {}
     for name in PASSTHROUGH_TABLES:
@@ -289,10 +285,13 @@ def load(path=None, env=None, overrides=None):
                 tables[name] = raw[name]
 
     if not problems:
-        host, _ = parse_listen(values["listen"])
-        if not is_loopback(host) and not values["api_token"] and not values["allow_insecure"]:
-            problems.append(("listen", f"binding {host} (not loopback) needs api_token, "
-                                       "or allow_insecure = true"))
+        from fiberapp.api.auth import check_bind_security
+        from fiberapp.api.errors import InsecureBind
+
+        try:
+            check_bind_security(values["listen"], values["api_token"], values["allow_insecure"])
+        except InsecureBind as exc:
+            problems.append(("listen", str(exc)))
     if problems:
         raise ConfigError(problems)
     return Config(values, http, tables, sources, path=path)
