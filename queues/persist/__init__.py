@@ -32,7 +32,12 @@ def open_store(data_dir, clock, runtime=None, wal_mode="write", wal_max_size=64 
     store_options (max_task_size, ...) go to the Store constructor. Raises DataDirLocked
     or a RecoveryError without changing any file. The checkpoint fiber is not started:
     call persistence.start() once the app runs.
+
+    wal_mode "none" keeps nothing: the store starts empty, the directory is not touched
+    and persistence is None (what the app expects; snapshots need write or fsync).
     """
+    if wal_mode == "none" and adapter is None:
+        return QueueStoreAdapter(clock, **store_options).new(), None
     adapter = adapter or QueueStoreAdapter(clock, **store_options)
     persistence = Persistence(
         data_dir, clock, adapter, runtime=runtime, wal_mode=wal_mode, wal_max_size=wal_max_size,

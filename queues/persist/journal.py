@@ -118,6 +118,7 @@ class Journal:
         self._last_repair = None
         self._closed = False
         self._since_snapshot_bytes = 0
+        self.threshold = None  # (bytes, callback): called once when crossed
         # figures for stats()
         self.bytes_written = 0
         self.batches = 0
@@ -148,6 +149,9 @@ class Journal:
             self._reserve(seg, size)
         seg.end += size
         self._since_snapshot_bytes += size
+        if self.threshold is not None and self._since_snapshot_bytes >= self.threshold[0]:
+            callback, self.threshold = self.threshold[1], None
+            callback()  # must not block: it wakes the checkpoint fiber
         self.lsn = lsn
         pending = self._pending
         if pending and pending[-1].seg is seg:

@@ -154,8 +154,16 @@ class Persistence:
         return g
 
     def _checkpoint_loop(self):
+        wake = gevent.event.Event()
         while not self._closed:
-            self.clock.sleep(min(1.0, self.checkpoint_interval or 1.0))
+            # Sleep until the interval check or until the WAL passes the threshold.
+            wake.clear()
+            self.journal.threshold = (self.checkpoint_wal_threshold, wake.set)
+            timer = self.clock.call_later(min(1.0, self.checkpoint_interval or 1.0), wake.set)
+            try:
+                wake.wait()
+            finally:
+                timer.cancel()
             if self._closed:
                 return
             try:
