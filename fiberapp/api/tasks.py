@@ -131,11 +131,11 @@ def take(api, req, tube):
     timeout = body.get("timeout", 0.0)
     count = body.get("count")
     if count is None:
-        session, task = _waiting(api, req, lambda s: t.take(timeout, session=s))
+        session, task = _waiting(api, req, timeout, lambda s, wait: t.take(wait, session=s))
         if task is None:
             return _nothing(session)
         return reply({"task": task_json(task)}, 200, session_header(session))
-    session, tasks = _waiting(api, req, lambda s: t.take_many(count, timeout=timeout, session=s))
+    session, tasks = _waiting(api, req, timeout, lambda s, wait: t.take_many(count, timeout=wait, session=s))
     if not tasks:
         return _nothing(session)
     return reply({"tasks": [task_json(x) for x in tasks]}, 200, session_header(session))
@@ -146,7 +146,8 @@ def take_any(api, req):
     store = api.store
     for name in body["tubes"]:
         store.tube(name)  # 404 for a missing tube before waiting on the others
-    session, task = _waiting(api, req, lambda s: store.take_any(body["tubes"], body.get("timeout", 0.0), session=s))
+    session, task = _waiting(api, req, body.get("timeout", 0.0),
+                             lambda s, wait: store.take_any(body["tubes"], wait, session=s))
     if task is None:
         return _nothing(session)
     return reply({"task": task_json(task)}, 200, session_header(session))
@@ -156,19 +157,29 @@ def _nothing(session):
     return Response(b"", 204, session_header(session))
 
 
-def _waiting(api, req, call):
-    """Run a take that may wait: session in flight, cancelled if the client hangs up."""
+def _waiting(api, req, timeout, call):
+    """Run a take that may wait: session in flight, cancelled if the client hangs up.
+
+    ``call(session, timeout)`` is tried without waiting first; only if that finds nothing
+    and the client is willing to wait is the disconnect watch armed (a watcher per
+    request costs more than the take itself on the fast path).
+    """
     session, fresh = api.session_of(req, create=True)
     api.sessions.enter(session)
-    watch = req.cancel_on_disconnect()
     hung_up = False
     try:
-        return session, call(session)
+        got = call(session, 0)
+        if got or not timeout:
+            return session, got
+        watch = req.cancel_on_disconnect()
+        try:
+            return session, call(session, timeout)
+        finally:
+            watch.cancel()
     except ClientDisconnected:
         hung_up = True
         raise
     finally:
-        watch.cancel()
         api.sessions.leave(session)
         if hung_up and fresh:
             # Nobody can name this session again: end it now rather than after session_ttl,
