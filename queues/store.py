@@ -215,12 +215,18 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
             self._ticker.wake()
 
     def tick(self, now=None):
-        """Apply every deadline that lapsed by ``now`` (one ``tick`` op); returns the next
-        deadline (monotonic) or None. The ticker fiber calls this; tests may too."""
+        """Apply every deadline that lapsed by ``now``; returns the next deadline (monotonic)
+        or None. One ``tick`` op per round; a round can make more fall due at the same
+        ``now`` (a delayed task that became ready with its ttl already past), so it repeats
+        until none is left. The ticker fiber calls this; tests may too."""
         if now is None:
             now = self.clock.monotonic()
-        moves, seen = [], set()
-        due = []
+        while self._tick_round(now):
+            pass
+        return None if self._wake_at == INF else self._wake_at
+
+    def _tick_round(self, now):
+        moves, seen, due = [], set(), []
         for tube in self._tubes.values():
             for task, event in tube.driver.due(now):
                 if task.id in seen:
@@ -233,22 +239,23 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
                     moves.append(self._requeue(tube, task, now, event="ttr"))
                 else:
                     moves.append({"tube": tube.name, "id": task.id, "event": "ttl", "to": "done"})
-        token = None
-        if moves:
-            op = {"op": "tick", "moves": moves}
-            try:
-                token = self._log(op)
-            except BaseException:
-                for tube, task in due:  # not applied: put them back in the schedule
-                    tube.driver.changed(task, task.state)
-                raise
-            result = self.apply(op)
+        if not moves:
+            self._wake_at = self._next_deadline()
+            return False
+        op = {"op": "tick", "moves": moves}
+        try:
+            token = self._log(op)
+        except BaseException:
+            for tube, task in due:  # not applied: put them back in the schedule
+                tube.driver.changed(task, task.state)
+            self._wake_at = self._next_deadline()
+            raise
+        result = self.apply(op)
         self._wake_at = self._next_deadline()
-        if moves:
-            self._after(None, "tick", result)
-            if token is not None:
-                self._journal_wait(token)
-        return None if self._wake_at == INF else self._wake_at
+        self._after(None, "tick", result)
+        if token is not None:
+            self._journal_wait(token)
+        return True
 
     def _next_deadline(self):
         best = INF
