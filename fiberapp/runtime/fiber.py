@@ -224,6 +224,14 @@ class Runtime:
         """The live fiber with this id, or None."""
         return self._fibers.get(fiber_id)
 
+    def cancel(self, fiber_id):
+        """Cancel the live fiber with this id (Tarantool's fiber.kill); False if none."""
+        fiber = self._fibers.get(fiber_id)
+        if fiber is None:
+            return False
+        fiber.cancel()
+        return True
+
     def sleep(self, seconds):
         """Suspend the calling fiber for `seconds` of clock time; checks cancellation."""
         testcancel()

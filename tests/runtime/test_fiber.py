@@ -153,6 +153,16 @@ def test_cancel_does_not_interrupt_a_fiber_until_it_yields(rt):
     assert log == ["a", "b"]  # "other" was cancelled before it ever ran
 
 
+def test_cancel_by_id(rt, clock):
+    f = rt.spawn(rt.sleep, 100, name="target")
+    gevent.idle()
+    assert rt.cancel(f.id) is True
+    with pytest.raises(FiberCancelled):
+        f.join()
+    assert rt.cancel(f.id) is False  # dead fibers leave the registry
+    assert rt.cancel(12345) is False
+
+
 def test_caught_cancel_is_raised_again_by_sleep(rt, clock):
     log = []
 
