@@ -23,6 +23,8 @@ Contracts:
 - The server accepts at most max_connections at once: while full it stops accepting
   (new peers wait in the kernel's backlog), which is backpressure, not an error.
 - A handler that raises is logged and its connection closed; the server goes on.
+- After FrameTooLarge or NetTimeout the stream's position in the protocol is unknown:
+  close it (a handler that lets the error escape gets its connection closed for it).
 """
 import logging
 import socket
@@ -206,14 +208,15 @@ class TcpServer:
         self.accepted = 0
         self.handler_errors = 0
         self._slots = gevent.lock.BoundedSemaphore(max_connections)
-        self._handlers = set()
+        self._handlers = {}  # fiber -> its Stream
         self._listener = None
+        self._address = None
         self._acceptor = None
 
     @property
     def address(self):
         """(host, port) actually bound (port 0 in the constructor picks a free one)."""
-        return self._listener.getsockname()[:2]
+        return self._address
 
     @property
     def connections(self):
@@ -232,6 +235,7 @@ class TcpServer:
             listener.close()
             raise NetError(f"{self.name}: cannot listen on {self.host}:{self.port}: {exc}") from exc
         self._listener = listener
+        self._address = listener.getsockname()[:2]
         self._acceptor = self.runtime.spawn(self._accept_loop, name=f"{self.name}-accept")
         return self
 
@@ -252,7 +256,7 @@ class TcpServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stream = Stream(sock, read_timeout=self.read_timeout, **self.limits)
             fiber = self.runtime.spawn(self._serve, stream, name=f"{self.name}:{stream.peer}")
-            self._handlers.add(fiber)
+            self._handlers[fiber] = stream
 
     def _serve(self, stream):
         try:
@@ -264,7 +268,7 @@ class TcpServer:
             log.exception("%s: handler failed for %s", self.name, stream.peer)
         finally:
             stream.close()
-            self._handlers.discard(gevent.getcurrent())
+            self._handlers.pop(gevent.getcurrent(), None)
             self._slots.release()
 
     def stop(self, timeout=5.0):
@@ -282,4 +286,8 @@ class TcpServer:
         for fiber in late:
             fiber.cancel()
         gevent.joinall(late, timeout=timeout)
+        for fiber in late:  # one cancelled before it ever ran never closed its socket
+            stream = self._handlers.pop(fiber, None)
+            if stream is not None:
+                stream.close()
         return len(late)
