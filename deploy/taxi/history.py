@@ -98,6 +98,10 @@ class HistoryWriter:
                 return self._written_upto >= target or not self.pending()
         return True
 
+    def wait_outcome(self, timeout):
+        """Wait for the next batch to be written or to fail; False if neither came."""
+        return self._progress.wait(timeout)
+
     def stats(self):
         return {"recorded": self.recorded, "written": self.written, "pending": self.pending(),
                 "batches": self.batches, "failures": self.failures, "last_error": self.last_error}
@@ -131,6 +135,7 @@ class HistoryWriter:
             self.log.warning("history: %d event(s) wait for PostgreSQL: %s", len(tasks), exc)
             for task in tasks:
                 self._give_back(task)
+            self._progress.broadcast()
             return False
         for task in tasks:
             try:

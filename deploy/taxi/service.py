@@ -120,7 +120,7 @@ class TaxiService:
         try:
             return self.book.get(order_id).to_dict()
         except UnknownOrder:
-            if not 0 < order_id < 1 << 63:  # not a bigint: never stored
+            if self.pg is None or not 0 < order_id < 1 << 63:  # not a bigint: never stored
                 raise
         try:
             row = self.pg.fetch_one(ORDER_ROW, (order_id,))
