@@ -389,3 +389,23 @@ def test_error_bodies_are_json_with_code_and_message(env):
     assert resp.content_type == b"application/json"
     body = orjson.loads(resp.body)
     assert "nope" in body["error"]["message"]
+
+
+def test_task_json_matches_the_stores_own_view_without_the_owner(env, clock):
+    from fiberapp.api.tasks import task_json
+
+    mk(env)
+    task_id = put(env, data="a", delay=3, ttl=50, key="k")["task"]["id"]
+    take(env, session="s")  # nothing ready yet
+    clock.advance(4)
+    take(env, session="s")
+    for task in [env.store.tube("jobs").peek(task_id)]:
+        expected = task.to_dict()
+        expected.pop("session")
+        if not expected["existing"]:
+            expected.pop("existing")
+        assert task_json(task, env.store.clock) == expected
+        assert task.session == "s"  # the owner exists, and is not shown
+    task = env.store.tube("jobs").put(b"\x00\xff")
+    out = task_json(task, env.store.clock)
+    assert out["data"] == "AP8=" and out["data_encoding"] == "base64"
