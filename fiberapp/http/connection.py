@@ -36,6 +36,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
 
 
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 _INTERNAL = error_response(500, "internal_error", "internal server error")
 
 
@@ -190,6 +192,7 @@ class Connection:
                         return
                 if error is not None:
                     self._send(error.encode(server.date_line, False))
+                    self._linger()
                     return
                 if upgrade:
                     return
@@ -263,6 +266,27 @@ class Connection:
         else:
             self._deadline = deadline  # the armed timer re-arms itself for this
         return keep
+
+    def _linger(self):
+        """After an error reply on a connection the client may still be writing to (a body
+        we refused): half-close, then read and discard for a moment. Closing with unread
+        input makes the kernel send a reset, which can destroy the reply before the client
+        reads it. Bounded in time (LINGER_SECONDS on the clock) and in bytes."""
+        try:
+            self.sock._sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            return
+        server = self.server
+        self._set_deadline(server.clock.monotonic() + LINGER_SECONDS)
+        discarded = 0
+        while discarded < LINGER_BYTES:
+            try:
+                n = self.sock.recv_into(server.buffer)
+            except OSError:
+                return
+            if not n:
+                return
+            discarded += n
 
     def _handle(self, request):
         """Run the app with metrics and/or the access log (the plain path is inline in _answer)."""

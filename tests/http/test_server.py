@@ -506,3 +506,30 @@ def test_connections_can_be_runtime_fibers(clock):
         wait_for(lambda: "http.conn" not in [f.name for f in runtime.fibers()])
     finally:
         server.stop(timeout=0)
+
+
+def test_a_client_still_sending_an_oversize_body_reads_the_413(serve, app, connect):
+    server = serve(app, max_body_size=1000)
+    c = connect(server)
+    c.send(b"POST /echo HTTP/1.1\r\nContent-Length: 300000\r\n\r\n")
+    sent = 0
+    try:
+        for _ in range(30):  # keep sending, as a client that does not wait for a reply would
+            c.send(b"z" * 10000)
+            sent += 10000
+    except OSError:
+        pass
+    resp = c.read_response()
+    assert resp["status"] == 413
+    assert c.closed_by_peer()
+
+
+def test_lingering_after_an_error_is_bounded_by_the_clock(serve, app, connect, clock):
+    server = serve(app)
+    c = connect(server)
+    c.send(b"\x00garbage\r\n\r\n")
+    assert c.read_response()["status"] == 400
+    assert c.closed_by_peer()  # the server half-closed; our socket stays open
+    assert server.stats()["connections"] == 1  # still discarding what we might send
+    clock.advance(2.5)
+    wait_for(lambda: server.stats()["connections"] == 0)
