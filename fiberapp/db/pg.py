@@ -152,6 +152,7 @@ class PgPool(Queries):
         self._connect_error = None  # the last failed connect, until one succeeds
         self._failure = None  # the last DbUnavailable, until a call succeeds
         self._watch = None
+        self._listeners = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -199,7 +200,11 @@ class PgPool(Queries):
         return self
 
     def close(self, timeout=5.0):
-        """Close every connection; calls made afterwards raise DbClosed. Idempotent."""
+        """Stop the listeners, close every connection; calls made afterwards raise
+        DbClosed. Idempotent."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.stop(timeout)
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
@@ -214,14 +219,16 @@ class PgPool(Queries):
 
     def health(self):
         """{"status": "ok"|"degraded", ...}; never blocks. "degraded" while closed, while
-        the pool's reconnect attempts fail, or since a call failed with DbUnavailable
-        and none has succeeded yet."""
+        the pool's reconnect attempts fail, since a call failed with DbUnavailable and
+        none has succeeded yet, or while a listener is (re)connecting."""
         if self._pool is None:
             return {"status": "degraded", "name": self.name, "error": "closed"}
         stats = self._pool.get_stats()
         problem = self._failure or self._connect_error
+        self._listeners = [x for x in self._listeners if not x.stopped]
+        down = sum(1 for x in self._listeners if not x.ready)
         return {
-            "status": "ok" if problem is None else "degraded",
+            "status": "ok" if problem is None and not down else "degraded",
             "name": self.name,
             "size": stats.get("pool_size", 0),
             "idle": stats.get("pool_available", 0),
@@ -230,6 +237,8 @@ class PgPool(Queries):
             "connection_errors": stats.get("connections_errors", 0),
             "connections_lost": stats.get("connections_lost", 0),
             "conflicts": self.conflicts,
+            "listeners": len(self._listeners),
+            "listeners_down": down,
             "error": None if problem is None else str(problem).strip(),
         }
 
@@ -321,7 +330,9 @@ class PgPool(Queries):
 
         if self._pool is None:
             raise DbClosed(f"pg pool {self.name!r} is not open")
-        return PgListener(self, channels, callback=callback, channel=channel).start()
+        listener = PgListener(self, channels, callback=callback, channel=channel)
+        self._listeners.append(listener)
+        return listener.start()
 
     # -- errors ------------------------------------------------------------------------------
 

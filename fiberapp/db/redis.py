@@ -195,17 +195,21 @@ class RedisClient:
         return self.client.pipeline(transaction=transaction)
 
     def health(self):
-        """{"status": "ok"|"degraded", ...}; never blocks. "degraded" while closed or
-        since a command failed with DbUnavailable and none has succeeded yet."""
+        """{"status": "ok"|"degraded", ...}; never blocks. "degraded" while closed, since
+        a command failed with DbUnavailable and none has succeeded yet, or while a
+        subscription is (re)connecting."""
         if self._client is None:
             return {"status": "degraded", "error": "closed"}
         pool = self._client.connection_pool
+        self._subscriptions = [x for x in self._subscriptions if not x.stopped]
+        down = sum(1 for x in self._subscriptions if not x.ready)
         return {
-            "status": "ok" if self._failure is None else "degraded",
+            "status": "ok" if self._failure is None and not down else "degraded",
             "max_connections": self.max_connections,
             "connections": len(getattr(pool, "_connections", ())),
             "parser": "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python",
             "subscriptions": len(self._subscriptions),
+            "subscriptions_down": down,
             "error": None if self._failure is None else str(self._failure),
         }
 

@@ -56,6 +56,10 @@ class Subscriber:
     def ready(self):
         return self._ready.is_set()
 
+    @property
+    def stopped(self):
+        return self._stopping
+
     def stop(self, timeout=5.0):
         """Stop the fiber and close its connection. Idempotent."""
         self._stopping = True

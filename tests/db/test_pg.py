@@ -205,6 +205,7 @@ def test_listen_delivers_while_other_fibers_run(pg, admin, app_name, ticker, run
         ).fetchone()[0]
         assert killed == 1
         wait_for(lambda: listener.restarts == 1 and listener.ready, what="the listener to come back")
+        assert pg.health()["listeners"] == 1 and pg.health()["listeners_down"] == 0
         arrived.clear()
         got.clear()
         for i in range(3):
@@ -215,6 +216,7 @@ def test_listen_delivers_while_other_fibers_run(pg, admin, app_name, ticker, run
     finally:
         listener.stop()
     assert not listener.ready
+    assert pg.health()["listeners"] == 0  # a stopped listener no longer counts
 
 
 def test_listen_into_a_channel(pg):

@@ -150,3 +150,27 @@ def test_health_interval_notices_an_outage_without_traffic(pg_dsn, runtime):
         pool.close()
         proxy.stop()
     assert not any(f.name == "pg-health:default" for f in runtime.fibers())
+
+
+def test_open_refuses_a_psycopg_imported_before_patching(pg_dsn):
+    """psycopg imported first picks the blocking wait_c: open() must refuse, not serve
+    with every query stalling the loop. Needs a fresh process (this one is patched)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import psycopg                                  # too early
+        from fiberapp.runtime.patch import patch_all
+        patch_all()
+        from fiberapp.db.errors import DbConfigError
+        from fiberapp.db.pg import PgPool
+        try:
+            PgPool({pg_dsn!r}, runtime=None).open()
+        except DbConfigError as exc:
+            print("refused:", exc)
+        else:
+            print("opened")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "refused: pg: psycopg was imported before gevent patching" in out.stdout, out.stdout + out.stderr

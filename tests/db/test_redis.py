@@ -233,10 +233,12 @@ def test_subscription_survives_an_outage(redis_url, runtime, name):
         proxy.cut()
         wait_for(lambda: sub.restarts >= 1 and not sub.ready, what="the subscription to notice")
         assert sub.health()["status"] == "degraded" and sub.last_error is not None
+        assert client.health()["status"] == "degraded" and client.health()["subscriptions_down"] == 1
         proxy.restore()
         assert sub.wait_ready(10)
         assert direct.publish(f"{name}:o", "back") == 1
         assert sub.channel.get(timeout=5)["data"] == b"back"
+        assert client.health()["status"] == "ok"
     finally:
         client.close()
         direct.close()
