@@ -36,6 +36,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
 
 
+_TOO_LARGE = error_response(431, "request_header_fields_too_large", "request line and headers are too large")
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 _INTERNAL = error_response(500, "internal_error", "internal server error")
@@ -52,7 +53,7 @@ class _Reject(Exception):
 class Connection:
     __slots__ = (
         "server", "sock", "addr", "parser", "_ready", "_url", "_headers", "_body", "_body_size",
-        "_hdr_size", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
+        "_hdr_size", "_hdr_raw", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
         "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_sending", "_watches", "_closed", "_max_header", "_max_body",
     )
 
@@ -84,6 +85,7 @@ class Connection:
         self._body = None
         self._body_size = 0
         self._hdr_size = 0
+        self._hdr_raw = 0
         self._expect = False
         self._continue_sent = False
         self._hdr_clock = False  # the header deadline starts at a request's first byte
@@ -199,6 +201,14 @@ class Connection:
                 if self._in_message:
                     now = clock.monotonic()
                     if self._in_headers:
+                        # httptools buffers an unfinished header line without calling us
+                        # back, so bound the raw bytes too (over-counted by at most the part
+                        # of one buffer that belonged to the previous request).
+                        self._hdr_raw += n
+                        if self._hdr_raw > self._max_header + bufsize:
+                            self._send(_TOO_LARGE.encode(server.date_line, False))
+                            self._linger()
+                            return
                         if not self._hdr_clock:
                             self._hdr_clock = True
                             self._set_deadline(now + config.header_timeout)

@@ -533,3 +533,18 @@ def test_lingering_after_an_error_is_bounded_by_the_clock(serve, app, connect, c
     assert server.stats()["connections"] == 1  # still discarding what we might send
     clock.advance(2.5)
     wait_for(lambda: server.stats()["connections"] == 0)
+
+
+def test_an_endless_header_line_is_cut_off_without_buffering_it_all(serve, app, connect):
+    server = serve(app, max_header_size=1024)
+    c = connect(server)
+    c.send(b"GET /hello HTTP/1.1\r\nX-Endless: ")
+    sent = 0
+    try:
+        while sent < 8 * 1024 * 1024:  # no CRLF ever: httptools would keep buffering
+            c.send(b"a" * 16384)
+            sent += 16384
+    except OSError:
+        pass  # the server answered and stopped reading
+    assert c.read_response()["status"] == 431
+    assert sent < 8 * 1024 * 1024 or c.closed_by_peer()
