@@ -1,11 +1,11 @@
-"""A long-lived subscriber fiber that reconnects with backoff: the shape shared by
-PostgreSQL LISTEN (pg_listen.PgListener) and Redis pub/sub (redis.RedisSubscription).
+"""A long-lived subscriber under the runtime's supervisor: the shape shared by PostgreSQL
+LISTEN (pg_listen.PgListener) and Redis pub/sub (redis.RedisSubscription).
 
 A subclass implements session(): connect, subscribe, call self.mark_ready(), then deliver
-messages until the connection fails. Any Exception from session() is recorded and the
-session is started again after a backoff that doubles from backoff[0] up to backoff[1]
-(reset once a session gets ready again). Cancellation (stop()) is a BaseException, so it
-ends the loop instead of being mistaken for a failure.
+messages until the connection fails. The session runs in a supervised fiber
+(Runtime.supervise, restart="on-error"): any Exception ends that incarnation and the
+supervisor starts a new one after a backoff that doubles from backoff[0] up to
+backoff[1]. Cancellation (stop(), Runtime.stop()) ends supervision for good.
 
 Messages sent while the subscriber is reconnecting are lost: neither LISTEN/NOTIFY nor
 Redis pub/sub keeps messages for absent listeners. Use a queue when that matters.
@@ -34,18 +34,18 @@ class Subscriber:
         self.channel = channel
         self.backoff = (float(backoff[0]), float(backoff[1]))
         self.delivered = 0
-        self.restarts = 0
         self.callback_errors = 0
-        self.last_error = None
         self._ready = gevent.event.Event()
         self._stopping = False
-        self._fiber = None
+        self._supervisor = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self):
-        if self._fiber is None:
-            self._fiber = self.runtime.spawn(self._run, name=self.name)
+        if self._supervisor is None and not self._stopping:
+            self._supervisor = self.runtime.supervise(
+                self._session_once, name=self.name, restart="on-error", backoff=self.backoff
+            )
         return self
 
     def wait_ready(self, timeout=None):
@@ -60,13 +60,23 @@ class Subscriber:
     def stopped(self):
         return self._stopping
 
+    @property
+    def restarts(self):
+        return 0 if self._supervisor is None else self._supervisor.restarts
+
+    @property
+    def last_error(self):
+        return None if self._supervisor is None else self._supervisor.last_error
+
     def stop(self, timeout=5.0):
-        """Stop the fiber and close its connection. Idempotent."""
+        """End supervision, stop the fiber, close its connection. Idempotent."""
         self._stopping = True
-        fiber, self._fiber = self._fiber, None
-        if fiber is not None and not fiber.dead:
-            fiber.cancel()
-            gevent.joinall([fiber], timeout=timeout)
+        supervisor = self._supervisor  # kept: restarts and last_error stay readable
+        if supervisor is not None:
+            fiber = supervisor.fiber
+            supervisor.cancel()
+            if fiber is not None:
+                gevent.joinall([fiber], timeout=timeout)
         self._ready.clear()
         if self.channel is not None and self.callback is None:
             self.channel.close()
@@ -86,7 +96,6 @@ class Subscriber:
         raise NotImplementedError
 
     def mark_ready(self):
-        self._delay = self.backoff[0]
         self._ready.set()
 
     def deliver(self, message):
@@ -102,17 +111,9 @@ class Subscriber:
             self.callback_errors += 1
             log.exception("%s %s: callback failed", self.kind, self.name)
 
-    # -- the loop ----------------------------------------------------------------------------
-
-    def _run(self):
-        self._delay = self.backoff[0]
-        while not self._stopping:
-            try:
-                self.session()
-            except Exception as exc:
-                self.last_error = exc
-                self.restarts += 1
-                self._ready.clear()
-                log.warning("%s %s failed (%s); retrying in %.2fs", self.kind, self.name, exc, self._delay)
-                self.runtime.clock.sleep(self._delay)
-                self._delay = min(self._delay * 2, self.backoff[1])
+    def _session_once(self):
+        try:
+            self.session()
+        except BaseException:
+            self._ready.clear()  # not subscribed until the next incarnation says so
+            raise
