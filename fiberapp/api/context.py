@@ -8,6 +8,7 @@ import orjson
 
 from fiberapp.http.response import JSON, Response
 
+from .auth import TokenCheck
 from .errors import InvalidJson, Unavailable, error_body
 from .sessions import HEADER as SESSION_HEADER
 from .sessions import SessionTracker, new_token, parse_token
@@ -32,6 +33,7 @@ class Api:
 
     def __init__(self, store=None, runtime=None, *, app=None, clock=None, persistence=None,
                  registry=None, health=None, session_ttl=60.0, api_token=None):
+        # api_token: None/empty = no auth; else /api/v1 needs "Authorization: Bearer <token>"
         self._app = app
         self._store = store
         self._persistence = persistence
@@ -40,9 +42,23 @@ class Api:
                       or getattr(store, "clock", None))
         self.registry = registry
         self.health = health if health is not None else getattr(app, "health", None)
-        self.api_token = api_token
+        self.token = TokenCheck(api_token)
         self.sessions = SessionTracker(lambda: self.store.sessions, self.clock, session_ttl)
-        self.routes = []  # the RouteSpecs installed (for the OpenAPI document and tests)
+        self.routes = []        # the RouteSpecs installed, in order
+        self.matchers = []      # (method, Route) per spec: 405 answers for /api/v1/*
+        self.openapi_doc = b""  # the OpenAPI document, encoded once at install
+        self._fibers = []
+
+    def add_fiber(self, fiber):
+        """Own a fiber: stop() cancels it."""
+        self._fibers.append(fiber)
+
+    def stop(self):
+        """Cancel the API's fibers (session reaper, loop-lag probe). Idempotent."""
+        self.sessions.stop()
+        fibers, self._fibers = self._fibers, []
+        for fiber in fibers:
+            fiber.cancel()
 
     @property
     def store(self):

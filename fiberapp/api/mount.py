@@ -4,11 +4,9 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from fiberapp.http.errors import HTTPError
-from fiberapp.http.response import JSON, Response
 from fiberapp.http.router import Route
 
 from . import openapi
-from .auth import TokenCheck
 from .context import Api, error_reply
 from .errors import ApiError, NotFound, status_and_code
 from .metrics import LoopLag, StoreCollector
@@ -24,9 +22,10 @@ def install(router, *, store=None, runtime=None, persistence=None, registry=None
 
     Pass the pieces, or ``app`` (fiberapp.app.App): then store, persistence, runtime,
     clock, registry, config and health are read from it, store and persistence at request
-    time (the app installs the API before its store has recovered). ``config`` supplies ``api_token`` and ``session_ttl`` unless they are
-    passed explicitly. ``health`` is a callable returning "ok" (200) or a reason such as
-    "recovering"/"draining" (503); without it, health is derived from
+    time (the app installs the API before its store has recovered). ``config`` supplies
+    ``api_token`` and ``session_ttl`` unless they are passed explicitly. ``health`` is a
+    callable returning "ok" (200), a reason such as "recovering"/"draining" (503) or
+    (status, body) as App.health() does; without it, health is derived from
     ``persistence.recovering`` and ``store.draining``. ``registry`` is the prometheus
     CollectorRegistry served at /metrics (a private one if None). With ``start`` (and a
     runtime) the session reaper and the loop-lag probe fibers are spawned; Api.stop()
@@ -44,10 +43,7 @@ def install(router, *, store=None, runtime=None, persistence=None, registry=None
     api = Api(store, runtime, app=app, clock=clock, persistence=persistence,
               registry=registry if registry is not None else CollectorRegistry(),
               health=health, session_ttl=session_ttl, api_token=api_token)
-    api.token = TokenCheck(api_token)
-    api.matchers = []
-    doc = orjson.dumps(openapi.document(ROUTES))
-    api.openapi_bytes = lambda: Response(doc, 200, None, JSON)
+    api.openapi_doc = orjson.dumps(openapi.document(ROUTES))
 
     for spec in ROUTES:
         router.add(spec.method, spec.path, _wrap(api, spec), owner=OWNER,
@@ -61,19 +57,10 @@ def install(router, *, store=None, runtime=None, persistence=None, registry=None
     runtime = api.runtime
     lag = LoopLag(api.clock, loop_lag_interval) if runtime is not None else None
     api.registry.register(StoreCollector(api, lag))
-    api._fibers = []
     if start and runtime is not None:
         api.sessions.start(runtime)
-        api._fibers.append(runtime.spawn(lag.run, name="api-loop-lag"))
-    api.stop = lambda: _stop(api)
+        api.add_fiber(runtime.spawn(lag.run, name="api-loop-lag"))
     return api
-
-
-def _stop(api):
-    api.sessions.stop()
-    for fiber in api._fibers:
-        fiber.cancel()
-    api._fibers = []
 
 
 def _wrap(api, spec):

@@ -1,6 +1,6 @@
 """Handlers about the server itself: health, metrics, the OpenAPI document, fibers,
 snapshots."""
-from fiberapp.http.response import Response
+from fiberapp.http.response import JSON, Response
 
 from . import schemas
 from .context import reply
@@ -38,7 +38,7 @@ def metrics(api, req):
 
 
 def openapi(api, req):
-    return api.openapi_bytes()
+    return Response(api.openapi_doc, 200, None, JSON)
 
 
 def fibers(api, req):
