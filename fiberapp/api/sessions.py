@@ -25,6 +25,15 @@ HEADER = "X-Fiberapp-Session"
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
 
 
+#: HTTP sessions live in the store under this prefix, apart from fiber scripts' sessions:
+#: a client naming itself "fiber-3" must not act as (or end) a script fiber's session.
+STORE_PREFIX = "http."
+
+
+def store_name(token):
+    return STORE_PREFIX + token
+
+
 def parse_token(value):
     """Return the session name from a header value, or raise InvalidSession (400)."""
     if not _TOKEN.match(value):
@@ -41,6 +50,7 @@ def new_token():
 class SessionTracker:
     """Tracks when each HTTP session was last seen and ends the idle ones.
 
+    Names here are the header's tokens; in the store each is ``store_name(token)``.
     ``sessions`` is a callable returning the store's session registry (looked up per use:
     the store may appear after the API is installed), with ``open(name)`` and ``end(name)``
     (the latter returns the session's taken tasks to ready). ``clock`` gives monotonic time.
@@ -73,7 +83,7 @@ class SessionTracker:
             self._busy[name] = busy + 1
             return
         if self._idle.pop(name, None) is None:
-            self.sessions().open(name)
+            self.sessions().open(store_name(name))
         self._busy[name] = 1
 
     def leave(self, name):
@@ -90,7 +100,7 @@ class SessionTracker:
         """End an idle session at once (one nobody can name again). No-op while in use."""
         if name in self._busy or self._idle.pop(name, None) is None:
             return
-        self.sessions().end(name)
+        self.sessions().end(store_name(name))
 
     def next_deadline(self):
         for seen in self._idle.values():
@@ -107,7 +117,7 @@ class SessionTracker:
                 break
             del self._idle[name]
             try:
-                self.sessions().end(name)
+                self.sessions().end(store_name(name))
             except Exception:  # a WAL refusal, say: try again one ttl later
                 log.exception("could not end idle session %r; will retry", name)
                 self._idle[name] = self.clock.monotonic()

@@ -5,7 +5,8 @@ Sessions: take, ack, release and touch act for the session named by the
 X-Fiberapp-Session header. A take without one gets a fresh session, returned in the same
 header. While a request runs its session is "in flight" and cannot expire. ack, release
 or touch without the header act for no session, so the store refuses them (409
-not_owner): a task belongs to the session that took it.
+not_owner): a task belongs to the session that took it. In the store, HTTP sessions are
+named ``http.<token>`` (sessions.store_name), apart from fiber scripts' sessions.
 
 Long polls: a take that may wait asks the HTTP server to throw ClientDisconnected into
 its fiber if the client hangs up; the store guarantees that a cancelled waiter takes
@@ -24,6 +25,7 @@ from queues.task import FIELDS, TIME_FIELDS
 
 from . import schemas
 from .context import reply, session_header
+from .sessions import store_name
 from .errors import InvalidField, MissingField
 
 # Every persisted task field except "session": that is the owner's token, and showing it
@@ -123,7 +125,7 @@ def _owned(api, req, tube, id, call):
         return {"task": task_json(task, api.store.clock)}
     api.sessions.enter(session)
     try:
-        call(t, session)
+        call(t, store_name(session))
     finally:
         api.sessions.leave(session)
     return {"task": task_json(task, api.store.clock)}
@@ -172,12 +174,13 @@ def _waiting(api, req, timeout, call):
     api.sessions.enter(session)
     hung_up = False
     try:
-        got = call(session, 0)
+        owner = store_name(session)
+        got = call(owner, 0)
         if got or not timeout:
             return session, got
         watch = req.cancel_on_disconnect()
         try:
-            return session, call(session, timeout)
+            return session, call(owner, timeout)
         finally:
             watch.cancel()
     except ClientDisconnected:

@@ -405,7 +405,7 @@ def test_task_json_matches_the_stores_own_view_without_the_owner(env, clock):
         if not expected["existing"]:
             expected.pop("existing")
         assert task_json(task, env.store.clock) == expected
-        assert task.session == "s"  # the owner exists, and is not shown
+        assert task.session == "http.s"  # the owner exists, and is not shown
     task = env.store.tube("jobs").put(b"\x00\xff")
     out = task_json(task, env.store.clock)
     assert out["data"] == "AP8=" and out["data_encoding"] == "base64"

@@ -1,5 +1,7 @@
 """HTTP sessions: ownership, expiry after session_ttl under the FakeClock, and a long poll
 keeping its session alive."""
+import gevent.event
+
 from .conftest import error_of
 
 S = "X-Fiberapp-Session"
@@ -96,3 +98,27 @@ def test_fresh_sessions_are_distinct(make_env):
     s1 = env.call("POST", "/api/v1/tubes/jobs/take", json={}).header(S)
     s2 = env.call("POST", "/api/v1/tubes/jobs/take", json={}).header(S)
     assert s1 and s2 and s1 != s2
+
+
+def test_http_sessions_cannot_act_as_a_fiber_scripts_session(make_env, runtime):
+    env = setup(make_env)
+    task_id = put(env)
+    tube = env.store.tube("jobs")
+    took, done = gevent.event.Event(), gevent.event.Event()
+    names = []
+
+    def script():  # a fiber script's consumer, on its fiber's default session
+        tube.take(0)
+        names.append(env.store.sessions.current())
+        took.set()
+        done.wait()
+
+    fiber = runtime.spawn(script, name="script")
+    assert took.wait(5)
+    try:
+        assert state(env, task_id)["state"] == "taken"
+        resp = env.call("POST", f"/api/v1/tubes/jobs/tasks/{task_id}/ack", headers={S: names[0]})
+        assert error_of(resp) == (409, "not_owner")
+    finally:
+        done.set()
+        fiber.join(timeout=5)
