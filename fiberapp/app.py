@@ -92,8 +92,8 @@ class App:
         self.http.start()  # /health answers 503 while the store recovers
         self.store, self.persistence = wiring.open_store(self)
         self.store.start(self.runtime)       # the ticker fiber: delays, ttr, ttl
-        self.persistence.start()             # the checkpoint fiber
-        self.api = wiring.install_api(self)
+        if self.persistence is not None:
+            self.persistence.start()         # the checkpoint fiber
         self.pg, self.pgs, self.redis = wiring.open_databases(self)
         for path in self._script_paths():
             self.scripts.append(load_script(self, path))
@@ -192,6 +192,8 @@ class App:
                 client.close()
         if self.persistence is not None:
             self.persistence.close()  # flushes the WAL, stops the store, releases the lock
+        elif self.store is not None:
+            self.store.stop()
         self.runtime.stop(timeout=max(0.0, deadline - time.monotonic()))
         self.state = "stopped"
         self._stopped.set()
@@ -218,12 +220,12 @@ class App:
                 body["status"] = "degraded"  # still 200: the queues work without the databases
         return code, body
 
-    def health_reason(self):
-        """"ok", or why the server is not serving (what the API's /health reports with 503)."""
-        return "ok" if self.state == "running" else self.state
-
     def snapshot(self):
         """Write a snapshot now; returns {"lsn", "file"}."""
+        if self.persistence is None:
+            from fiberapp.runtime.errors import FiberappError
+
+            raise FiberappError("snapshots need wal_mode write or fsync (this server keeps nothing)")
         return self.persistence.snapshot()
 
     def info(self):

@@ -6,46 +6,29 @@ import logging
 log = logging.getLogger("fiberapp")
 
 
-BOOT = "fiberapp.boot"
-
-
 def build_http(app):
-    """The router and the HTTP server. Until the store has recovered, the router holds only
-    /health (answering 503 with the recovery progress); install_api() replaces it."""
+    """The router with the whole API installed, and the HTTP server. The API reads the store
+    at request time, so the server can listen (and /health answer 503 with the recovery
+    progress) while the store is still recovering."""
+    from fiberapp import api
     from fiberapp.http.config import HTTPConfig
     from fiberapp.http.router import Router
     from fiberapp.http.server import HTTPServer
 
     cfg = app.config
     router = Router()
-    router.add("GET", "/health", lambda request: _health_response(app), owner=BOOT)
+    app.api = api.install(router, app=app, runtime=app.runtime, clock=app.clock,
+                          health=app.health)
     host, port = cfg.listen_address
     server = HTTPServer(router, host, port, config=HTTPConfig.from_mapping(cfg.http),
-                        clock=app.clock, registry=app.registry)
+                        clock=app.clock, registry=app.registry, runtime=app.runtime)
     return router, server
-
-
-def _health_response(app):
-    from fiberapp.http.response import Response
-
-    code, body = app.health()
-    return Response.json(body, code)
-
-
-def install_api(app):
-    """Swap the boot-time /health for the whole API. No yield in between: atomic."""
-    from fiberapp import api
-
-    app.router.remove_owner(BOOT)
-    return api.install(app.router, store=app.store, runtime=app.runtime,
-                       persistence=app.persistence, registry=app.registry, config=app.config,
-                       health=app.health_reason, clock=app.clock)
 
 
 def open_store(app):
     """Lock the data directory and recover the queue store from it (snapshot + WAL);
-    returns (store, persistence). With wal_mode = none nothing is logged, but snapshots
-    still work and are recovered."""
+    returns (store, persistence). With wal_mode = none the store lives in memory only
+    and persistence is None."""
     from queues.persist import open_store as open_persistent
 
     cfg = app.config

@@ -45,6 +45,8 @@ class Server:
 
     def start(self, timeout=30):
         path = str(self.tmp / "notify.sock")
+        if os.path.exists(path):  # a previous server in the same test (a restart)
+            os.unlink(path)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(path)
         self._notify.settimeout(timeout)

@@ -315,3 +315,46 @@ def test_reload_reopens_the_log_file(server, tmp_path):
     assert cli("reload", "-d", s.data_dir).returncode == 0
     assert "reloaded" in log_file.read_text()
     assert "fiberapp ready" in (tmp_path / "fiberapp.log.1").read_text()
+
+
+def test_tasks_survive_a_restart_and_snapshot_command(tmp_path):
+    s = Server(tmp_path)
+    s.start()
+    try:
+        assert s.request("PUT", "/api/v1/tubes/jobs", {"driver": "fifottl"})[0] == 201
+        status, body = s.request("POST", "/api/v1/tubes/jobs/tasks", {"data": {"n": 1}, "delay": 3600})
+        assert status == 201
+        task_id = body["task"]["id"]
+        out = cli("snapshot", "-d", s.data_dir)
+        assert out.returncode == 0, out.stderr
+        snap = __import__("json").loads(out.stdout)
+        assert snap["lsn"] >= 2 and os.path.exists(snap["file"])
+        s.request("POST", "/api/v1/tubes/jobs/tasks", {"data": {"n": 2}})  # only in the WAL
+    finally:
+        assert s.stop() == 0
+    again = Server(tmp_path)
+    again.start()
+    try:
+        status, body = again.request("GET", f"/api/v1/tubes/jobs/tasks/{task_id}")
+        assert status == 200 and body["task"]["data"] == {"n": 1} and body["task"]["state"] == "delayed"
+        status, body = again.request("GET", "/api/v1/tubes/jobs/tasks?state=ready")
+        assert [t["data"] for t in body["tasks"]] == [{"n": 2}]
+    finally:
+        again.stop()
+
+
+def test_wal_mode_none_keeps_nothing(tmp_path):
+    s = Server(tmp_path, "--wal-mode", "none")
+    s.start()
+    try:
+        assert s.request("PUT", "/api/v1/tubes/jobs", {"driver": "fifo"})[0] == 201
+        out = cli("snapshot", "-d", s.data_dir)
+        assert out.returncode == 1 and "wal_mode" in (out.stdout + out.stderr)
+    finally:
+        s.stop()
+    again = Server(tmp_path, "--wal-mode", "none")
+    again.start()
+    try:
+        assert again.request("GET", "/api/v1/tubes/jobs")[0] == 404
+    finally:
+        again.stop()
