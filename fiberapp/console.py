@@ -14,7 +14,8 @@ from gevent.backdoor import BackdoorServer
 
 log = logging.getLogger("fiberapp.console")
 
-BANNER = "fiberapp console: `app` is the running application; help(app) for more."
+BANNER = ("fiberapp console: `app` is the running application (also `store`, `runtime`);\n"
+          "try app.info(), runtime.top(), store.statistics(), app.snapshot(), app.reload().")
 PROMPT = ">>> "
 
 
@@ -59,7 +60,7 @@ def make_namespace(app):
         """Print obj as one JSON line (what `fiberapp top` and `snapshot` read)."""
         print(orjson.dumps(obj, default=str).decode())
 
-    return {"app": app, "as_json": as_json}
+    return {"app": app, "store": app.store, "runtime": app.runtime, "as_json": as_json}
 
 
 class ConsoleServer:
