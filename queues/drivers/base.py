@@ -126,8 +126,8 @@ class ReadyHeap:
     def changed(self, task, old):
         """Index a change (the Driver interface's changed, for drivers without deadlines)."""
         if task.state == READY:
-            if old == READY:
-                self.leave(task)
+            if old == READY:  # re-index: the old entry becomes stale
+                self.ready.dead()
             entry = (task.pri, task.id, task)
             task._entry = entry
             ready = self.ready
@@ -142,26 +142,6 @@ class ReadyHeap:
             else:
                 ready.dead()
         return None
-
-    def enter(self, task):
-        entry = (task.pri, task.id, task)
-        task._entry = entry
-        self.ready.push(entry)
-
-    def leave(self, task):
-        ready = self.ready
-        heap = ready.heap
-        if heap and heap[0] is task._entry:
-            _heappop(heap)
-            ready.live -= 1
-        else:
-            ready.dead()
-
-    def taken(self, task):
-        pass
-
-    def untaken(self, task):
-        pass
 
     def candidate(self):
         heap = self.ready.heap
@@ -181,16 +161,18 @@ class UtubeReady:
     """READY tasks per sub-queue (utube), at most one TAKEN task per sub-queue.
 
     Each utube has its own heap; ``avail`` holds (pri, id, utube) for the head of every utube
-    that has no taken task, so candidate() is O(log n) however busy the utubes are
-    (tarantool/queue #98, #228 were full scans).
+    that has no taken task, so candidate() is O(log n) however many tasks and keys there are
+    (tarantool/queue #98, #228 were full scans). ``posted`` remembers which head each free
+    utube has in ``avail``: exactly one live entry per free utube, stale ones are popped.
     """
 
-    __slots__ = ("queues", "busy", "avail")
+    __slots__ = ("queues", "busy", "avail", "posted")
 
     def __init__(self):
         self.queues = {}   # utube -> LazyHeap of (pri, id, task)
         self.busy = {}     # utube -> number of TAKEN tasks (0 or 1 in normal operation)
-        self.avail = []    # heap of (pri, id, utube) heads of free utubes; checked on use
+        self.avail = []    # heap of (pri, id, utube)
+        self.posted = {}   # utube -> (pri, id) of its live entry in avail
 
     def _head(self, utube):
         q = self.queues.get(utube)
@@ -201,50 +183,64 @@ class UtubeReady:
             del self.queues[utube]
         return entry
 
-    def enter(self, task):
-        u = task.utube
-        q = self.queues.get(u)
-        if q is None:
-            q = self.queues[u] = LazyHeap(_ready_valid)
-        entry = (task.pri, task.id, task)
-        task._entry = entry
-        q.push(entry)
-        if not self.busy.get(u) and q.top() is entry:
-            _heappush(self.avail, (entry[0], entry[1], u))
-
-    def leave(self, task):
-        q = self.queues.get(task.utube)
-        if q is not None:
-            q.dead()
-
-    def taken(self, task):
-        u = task.utube
-        self.busy[u] = self.busy.get(u, 0) + 1
-
-    def untaken(self, task):
-        u = task.utube
-        n = self.busy.get(u, 0) - 1
-        if n > 0:
-            self.busy[u] = n
-            return
-        self.busy.pop(u, None)
+    def _post(self, u):
+        """Make sure free utube u's current head is in avail."""
         entry = self._head(u)
-        if entry is not None:
+        if entry is None:
+            self.posted.pop(u, None)
+            return
+        key = (entry[0], entry[1])
+        if self.posted.get(u) != key:
+            self.posted[u] = key
             _heappush(self.avail, (entry[0], entry[1], u))
+
+    def changed(self, task, old):
+        state = task.state
+        u = task.utube
+        busy = self.busy
+        freed = False
+        if old == TAKEN and state != TAKEN:
+            n = busy.get(u, 0) - 1
+            if n > 0:
+                busy[u] = n
+            else:
+                busy.pop(u, None)
+                freed = True
+        elif state == TAKEN and old != TAKEN:
+            busy[u] = busy.get(u, 0) + 1
+        if old == READY:
+            q = self.queues.get(u)
+            if q is not None:
+                q.dead()
+        if state == READY:
+            q = self.queues.get(u)
+            if q is None:
+                q = self.queues[u] = LazyHeap(_ready_valid)
+            entry = (task.pri, task.id, task)
+            task._entry = entry
+            q.push(entry)
+        if (freed or old == READY or state == READY) and not busy.get(u):
+            self._post(u)
+        return None
 
     def candidate(self):
         avail = self.avail
+        posted = self.posted
         while avail:
             pri, tid, u = avail[0]
+            if posted.get(u) != (pri, tid):
+                _heappop(avail)
+                continue
             if self.busy.get(u):
                 _heappop(avail)
+                del posted[u]  # re-posted when the utube is free again
                 continue
             entry = self._head(u)
-            if entry is None:
+            if entry is None or entry[1] != tid:  # defensive: re-post the real head
                 _heappop(avail)
-                continue
-            if entry[1] != tid or entry[0] != pri:
-                _heapreplace_head(avail, (entry[0], entry[1], u))
+                del posted[u]
+                if entry is not None:
+                    self._post(u)
                 continue
             return entry[2]
         return None
@@ -253,10 +249,7 @@ class UtubeReady:
         self.queues = {}
         self.busy = {}
         self.avail = []
-
-
-def _heapreplace_head(heap, item):
-    heapq.heapreplace(heap, item)
+        self.posted = {}
 
 
 def _delay_valid(entry):
@@ -353,27 +346,11 @@ class Driver:
         self._deadlines = self.deadlines() if self.deadlines is not None else None
         # Hot path: skip a level of calls where the composition allows it.
         self.candidate = self._ready.candidate
-        if self._deadlines is None and hasattr(self._ready, "changed"):
+        if self._deadlines is None:
             self.changed = self._ready.changed
 
     def changed(self, task, old):
-        ready = self._ready
-        state = task.state
-        if state == READY:
-            if old == READY:
-                ready.leave(task)
-            elif old == TAKEN:
-                ready.untaken(task)
-            ready.enter(task)
-        elif old == READY:
-            ready.leave(task)
-            if state == TAKEN:
-                ready.taken(task)
-        elif old == TAKEN:
-            if state != TAKEN:
-                ready.untaken(task)
-        elif state == TAKEN and old is None:
-            ready.taken(task)
+        self._ready.changed(task, old)
         deadlines = self._deadlines
         if deadlines is not None:
             return deadlines.changed(task, old)

@@ -73,3 +73,14 @@ def test_many_keys_round_robin_by_id(store, driver):
     for t in first[:3]:
         tube.ack(t.id)
     assert sorted(tube.take(timeout=0).data for _ in range(3)) == ["X1", "Y1", "Z1"]
+
+
+def test_index_stays_bounded_under_churn(store, driver):
+    """Stale index entries are dropped as they surface: memory stays O(live tasks) (an
+    earlier version re-posted a key's head on every cycle and take became O(cycles))."""
+    tube = store.create_tube("t", driver)
+    for i in range(2000):
+        tube.put(i, utube="one")
+        tube.ack(tube.take(timeout=0).id)
+    index = tube.driver._ready
+    assert len(index.avail) <= 2 and sum(len(q.heap) for q in index.queues.values()) <= 2
