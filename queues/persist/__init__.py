@@ -26,12 +26,16 @@ from .store_adapter import QueueStoreAdapter
 def open_store(data_dir, clock, runtime=None, wal_mode="write", wal_max_size=64 << 20,
                checkpoint_interval=3600.0, checkpoint_count=2, checkpoint_wal_threshold=1 << 30,
                force_recovery=False, disk=None, snapshot_fork=True, logger=None, adapter=None,
-               **store_options):
+               on_persistence=None, **store_options):
     """Recover the store in data_dir and attach its WAL; returns (store, persistence).
 
     store_options (max_task_size, ...) go to the Store constructor. Raises DataDirLocked
     or a RecoveryError without changing any file. The checkpoint fiber is not started:
     call persistence.start() once the app runs.
+
+    on_persistence(persistence), if given, is called before recovery starts, so the
+    caller can show ``persistence.recovering`` / ``persistence.progress`` on /health while
+    a long recovery runs (it yields to the loop every 10,000 records).
 
     wal_mode "none" keeps nothing: the store starts empty, the directory is not touched
     and persistence is None (what the app expects; snapshots need write or fsync).
@@ -44,5 +48,7 @@ def open_store(data_dir, clock, runtime=None, wal_mode="write", wal_max_size=64 
         checkpoint_interval=checkpoint_interval, checkpoint_count=checkpoint_count,
         checkpoint_wal_threshold=checkpoint_wal_threshold, force_recovery=force_recovery,
         disk=disk, snapshot_fork=snapshot_fork, logger=logger)
+    if on_persistence is not None:
+        on_persistence(persistence)
     store = persistence.open()
     return store, persistence

@@ -58,10 +58,11 @@ class _Segment:
 class _Group:
     """Pending records bound for one segment."""
 
-    __slots__ = ("seg", "chunks", "last_lsn", "data")
+    __slots__ = ("seg", "offset", "chunks", "last_lsn", "data")
 
-    def __init__(self, seg):
+    def __init__(self, seg, offset):
         self.seg = seg
+        self.offset = offset
         self.chunks = []
         self.last_lsn = 0
         self.data = None
@@ -104,7 +105,11 @@ class Journal:
         self.logger = logger
         self.lsn = next_lsn - 1  # last LSN assigned
         self._committed_lsn = self.lsn  # written (write mode) / fsynced (fsync mode)
-        self._enc = Encoder()
+        self._encode = Encoder().encode
+        self._time = clock.time
+        self._monotonic = clock.monotonic
+        self._none = mode == "none"
+        self._inline = mode == "write"  # write mode writes from the waiting fiber
         self._seg = None
         self._sealed = []
         self._rotate = False
@@ -130,44 +135,50 @@ class Journal:
     # -- the store's seam ---------------------------------------------------------
 
     def log(self, op):
+        if self._broken is not None or self._closed or self._none:
+            return self._log_special(op)
+        lsn = self.lsn + 1
+        seg = self._seg
+        if seg is None or self._rotate or seg.end >= self.max_size:
+            seg = self._new_segment(lsn)
+        pending = self._pending
+        if pending and pending[-1].seg is seg:
+            group = pending[-1]
+            new_group = None
+        else:
+            # One wall-clock offset per batch: its records are microseconds apart.
+            group = new_group = _Group(seg, self._time() - self._monotonic())
+        rec = self._encode(lsn, group.offset, op)
+        size = len(rec)
+        end = seg.end + size
+        if end > seg.reserved:
+            self._reserve(seg, size)  # may raise WalDiskFull: nothing changed yet
+        seg.end = end
+        if new_group is not None:
+            pending.append(new_group)
+        group.chunks.append(rec)
+        group.last_lsn = self.lsn = lsn
+        self.records += 1
+        self._since_snapshot_bytes += size
+        threshold = self.threshold
+        if threshold is not None and self._since_snapshot_bytes >= threshold[0]:
+            self.threshold = None
+            threshold[1]()  # must not block: it wakes the checkpoint fiber
+        return lsn
+
+    def _log_special(self, op):
         if self._closed:
             raise WalClosed("the WAL is closed")
         if self._broken is not None:
             self._start_repair()
             raise WalIOError(f"WAL write failed ({self._broken}); repairing, try again")
-        lsn = self.lsn + 1
-        if self.mode == "none":
-            self.lsn = lsn
-            return lsn
-        clock = self.clock
-        rec = self._enc.encode(lsn, clock.time() - clock.monotonic(), op)
-        seg = self._seg
-        if seg is None or self._rotate or seg.end >= self.max_size:
-            seg = self._new_segment(lsn)
-        size = len(rec)
-        if seg.end + size > seg.reserved:
-            self._reserve(seg, size)
-        seg.end += size
-        self._since_snapshot_bytes += size
-        if self.threshold is not None and self._since_snapshot_bytes >= self.threshold[0]:
-            callback, self.threshold = self.threshold[1], None
-            callback()  # must not block: it wakes the checkpoint fiber
-        self.lsn = lsn
-        pending = self._pending
-        if pending and pending[-1].seg is seg:
-            group = pending[-1]
-        else:
-            group = _Group(seg)
-            pending.append(group)
-        group.chunks.append(rec)
-        group.last_lsn = lsn
-        self.records += 1
-        return lsn
+        self.lsn += 1  # mode none: count, write nothing
+        return self.lsn
 
     def wait(self, token):
-        if token <= self._committed_lsn or self.mode == "none":
+        if token <= self._committed_lsn or self._none:
             return
-        if self.mode == "write":
+        if self._inline:
             if self._broken is None and self._pending:
                 self._flush_inline()
             if token <= self._committed_lsn:
@@ -309,6 +320,26 @@ class Journal:
             self.fsyncs += 1
 
     def _flush_inline(self):
+        pending = self._pending
+        if len(pending) == 1 and not pending[0].seg.sealed:
+            # The common case: one batch for the open segment, usually one record.
+            group = pending[0]
+            seg = group.seg
+            chunks = group.chunks
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                n = self.disk.pwrite(seg.fd, data, seg.written)
+            except OSError:
+                n = -1
+            if n == len(data):
+                self._pending = []
+                seg.written += n
+                self.bytes_written += n
+                self.batches += 1
+                self._committed_lsn = group.last_lsn
+                return
+            group.data = data  # short write or error: the general path rewrites it
+            group.chunks = None
         groups, self._pending = self._pending, []
         done, exc = self._write_groups(groups, sync=False)
         self._account(groups[:done], False)

@@ -245,3 +245,26 @@ def test_failed_snapshot_leaves_the_previous_ones(tmp_path):
     assert not [n for n in os.listdir(tmp_path / "snap") if n.endswith("inprogress")]
     assert p.snapshot()["lsn"] == 8
     p.close()
+
+
+def test_open_store_with_the_queue_store_releases_taken_tasks_and_reports_progress(tmp_path):
+    from queues.persist import open_store
+
+    clock = FakeClock()
+    store, p = open_store(str(tmp_path), clock, wal_mode="write")
+    tube = store.create_tube("jobs", "fifottl", ttr=30)
+    ids = [tube.put({"n": i}).id for i in range(3)]
+    taken = tube.take(timeout=0)
+    p.close()
+    seen = []
+    store2, p2 = open_store(str(tmp_path), clock, wal_mode="write",
+                            on_persistence=lambda pers: seen.append(pers.recovering))
+    assert seen == [False] and not p2.recovering and p2.progress["phase"] == "done"
+    task = store2.tube("jobs").peek(taken.id)
+    assert task.state == "ready" and task.attempts == 1 and task.releases == 1
+    assert [t.id for t in store2.tube("jobs").tasks(state="ready")] == ids
+    assert store2.tube("jobs").put({"n": 9}).id == ids[-1] + 1
+    p2.close()
+    # wal_mode none: an empty in-memory store, nothing read or written
+    store3, p3 = open_store(str(tmp_path / "none"), clock, wal_mode="none")
+    assert p3 is None and store3.tubes() == [] and not (tmp_path / "none").exists()

@@ -1,0 +1,228 @@
+"""Durability benchmarks: cycles/s per wal_mode, snapshot of N tasks, recovery of N tasks.
+
+    .venv/bin/python -m bench.persist cycles  [--seconds 2] [--runs 3]
+    .venv/bin/python -m bench.persist snapshot [--tasks 1000000]
+    .venv/bin/python -m bench.persist recovery [--tasks 1000000]
+
+cycles: put + take + ack of 100-byte tasks, in-process, wal_mode none / write / fsync,
+with 1 and with 50 fibers, side by side in one run; median of --runs runs; per-operation
+latency (call to return, i.e. including the commit wait) p50/p99 and the WAL's group
+commit figures. The peers (Tarantool + queue, beanstalkd) are not run here: their figures
+on this kind of machine are in the task brief and quoted in bench/RESULTS.md.
+snapshot: fill a store with --tasks tasks, then take a forked snapshot while a monitor
+fiber measures how long the loop stalls (the longest gap between 1 ms ticks, and the sum
+of the excess); reports time, file size, fork() time.
+recovery: --tasks puts, a snapshot, then --tasks WAL records (take + release pairs), close,
+and time the recovery of --tasks live tasks from snapshot + WAL; and from WAL alone.
+"""
+from fiberapp.runtime.patch import patch_all
+
+patch_all()
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+
+from fiberapp.runtime.clock import SystemClock  # noqa: E402
+from queues.persist import open_store  # noqa: E402
+
+DATA = b"x" * 100
+
+
+def _pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+
+def one_cycle_run(mode, fibers, seconds, base):
+    data_dir = tempfile.mkdtemp(dir=base)
+    try:
+        store, persistence = open_store(data_dir, SystemClock(), wal_mode=mode,
+                                        checkpoint_wal_threshold=1 << 40)
+        tube = store.create_tube("bench", "fifo")
+        lat = []
+        stop = [False]
+        counts = [0]
+        perf = time.perf_counter
+
+        def worker():
+            rec = lat.append
+            n = 0
+            deadline = perf() + seconds
+            while not stop[0]:
+                if n % 64 == 0:
+                    # none/write modes never yield inside an op: let the others run
+                    gevent.sleep(0)
+                    if perf() >= deadline:
+                        break
+                t0 = perf()
+                tube.put(DATA)
+                t1 = perf()
+                task = tube.take(timeout=0)
+                t2 = perf()
+                if task is None:
+                    n += 1
+                else:
+                    tube.ack(task.id)
+                    t3 = perf()
+                    n += 1
+                    if n % 16 == 0:  # sample: keeps the measuring cheap
+                        rec(t1 - t0)
+                        rec(t2 - t1)
+                        rec(t3 - t2)
+                counts[0] += 1 if task is not None else 0
+
+        gc.collect()
+        started = perf()
+        threads = [gevent.spawn(worker) for _ in range(fibers)]
+        gevent.joinall(threads)
+        elapsed = perf() - started
+        stats = persistence.stats() if persistence is not None else {}
+        if persistence is not None:
+            persistence.close()
+        return {"cycles_per_s": counts[0] / elapsed, "p50_ms": _pct(lat, 0.5) * 1e3,
+                "p99_ms": _pct(lat, 0.99) * 1e3,
+                "batch_p99_ms": (stats.get("commit_latency_p99") or 0) * 1e3,
+                "records_per_batch": (stats["wal_records"] / stats["wal_batches"])
+                if stats.get("wal_batches") else None}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def cycles(args):
+    print(f"put+take+ack cycles/s, 100-byte tasks, {args.seconds:g} s per run, median of {args.runs}")
+    print(f"{'wal_mode':8} {'fibers':>6} {'cycles/s':>10} {'op p50 ms':>10} {'op p99 ms':>10} "
+          f"{'batch p99 ms':>12} {'rec/batch':>9}")
+    for fibers in (1, 50):
+        for mode in ("none", "write", "fsync"):
+            runs = [one_cycle_run(mode, fibers, args.seconds, args.dir) for _ in range(args.runs)]
+            med = sorted(runs, key=lambda r: r["cycles_per_s"])[len(runs) // 2]
+            rpb = med["records_per_batch"]
+            print(f"{mode:8} {fibers:>6} {med['cycles_per_s']:>10,.0f} {med['p50_ms']:>10.3f} "
+                  f"{med['p99_ms']:>10.3f} {med['batch_p99_ms']:>12.3f} "
+                  f"{'' if rpb is None else format(rpb, '.1f'):>9}   "
+                  f"(runs: {', '.join(format(r['cycles_per_s'], ',.0f') for r in runs)})", flush=True)
+
+
+class StallMonitor:
+    """A fiber ticking every 1 ms; a late tick is a loop stall."""
+
+    def __init__(self, tick=0.001):
+        self.tick = tick
+        self.max_gap = 0.0
+        self.excess = 0.0
+        self._stop = False
+        self._g = gevent.spawn(self._run)
+
+    def _run(self):
+        last = time.perf_counter()
+        while not self._stop:
+            gevent.sleep(self.tick)
+            now = time.perf_counter()
+            gap = now - last - self.tick
+            last = now
+            if gap > self.max_gap:
+                self.max_gap = gap
+            if gap > 0.002:
+                self.excess += gap
+
+    def stop(self):
+        self._stop = True
+        self._g.join()
+
+
+def _fill(tube, n):
+    t0 = time.perf_counter()
+    put = tube.put
+    for i in range(n):
+        put(DATA)
+        if i % 5000 == 0:
+            gevent.sleep(0)
+    return time.perf_counter() - t0
+
+
+def snapshot(args):
+    data_dir = tempfile.mkdtemp(dir=args.dir)
+    try:
+        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
+        tube = store.create_tube("bench", "fifottl")
+        fill = _fill(tube, args.tasks)
+        gc.collect()
+        import psutil
+
+        rss = psutil.Process().memory_info().rss
+        monitor = StallMonitor()
+        gevent.sleep(0.05)
+        t0 = time.perf_counter()
+        info = p.snapshot()
+        took = time.perf_counter() - t0
+        gevent.sleep(0.05)
+        monitor.stop()
+        st = p.stats()
+        print(f"snapshot of {args.tasks:,} tasks (fill took {fill:.1f} s, RSS {rss / 2**20:,.0f} MiB): "
+              f"{took:.2f} s, file {os.path.getsize(info['file']) / 2**20:,.1f} MiB, "
+              f"fork() {st['last_snapshot_loop_stall'] * 1e3:.1f} ms, "
+              f"longest loop stall {monitor.max_gap * 1e3:.1f} ms, "
+              f"stalls > 2 ms summed {monitor.excess * 1e3:.1f} ms")
+        p.close()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def recovery(args):
+    n = args.tasks
+    data_dir = tempfile.mkdtemp(dir=args.dir)
+    try:
+        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
+        tube = store.create_tube("bench", "fifottl")
+        _fill(tube, n)
+        p.close()
+        del store, tube, p
+        gc.collect()
+        t0 = time.perf_counter()
+        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
+        took = time.perf_counter() - t0
+        live = sum(len(store.tube(t).tasks) for t in store.tubes())
+        print(f"recovery from WAL only: {p.recovery.records:,} records -> {live:,} live tasks in {took:.2f} s")
+        tube = store.tube("bench")
+        p.snapshot()
+        for i in range(n // 2):
+            task = tube.take(timeout=0)
+            tube.release(task.id)
+            if i % 5000 == 0:
+                gevent.sleep(0)
+        p.close()
+        del store, tube, p
+        gc.collect()
+        t0 = time.perf_counter()
+        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
+        took = time.perf_counter() - t0
+        live = sum(len(store.tube(t).tasks) for t in store.tubes())
+        print(f"recovery from snapshot (lsn {p.recovery.snapshot_lsn:,}) + {p.recovery.records:,} WAL records "
+              f"-> {live:,} live tasks in {took:.2f} s")
+        p.close()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="bench.persist", description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["cycles", "snapshot", "recovery", "all"], nargs="?", default="all")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--dir", default=None, help="where the data directories go (default: TMPDIR)")
+    args = parser.parse_args()
+    for name in ("cycles", "snapshot", "recovery"):
+        if args.what in (name, "all"):
+            globals()[name](args)
+
+
+if __name__ == "__main__":
+    main()
