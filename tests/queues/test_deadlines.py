@@ -179,28 +179,3 @@ def test_to_dict_is_wall_clock(store, clock, driver):
     assert d["created_at"] == pytest.approx(clock.time())
     assert d["ready_at"] == pytest.approx(clock.time() + 2)
     assert d["data"] == b"\x00bytes" and d["state"] == DELAYED
-
-
-def test_capacity_waits_without_polling(store, clock, driver):
-    if driver != "limfifottl":
-        pytest.skip("capacity is limfifottl's")
-    tube = store.create_tube("t", driver, capacity=2)
-    a = tube.put("a")
-    tube.put("b")
-    with pytest.raises(errors.TubeFull):
-        tube.put("c")
-    results = []
-    g = gevent.spawn(lambda: results.append(tube.put("c", timeout=10)))
-    gevent.idle()
-    clock.advance(5)
-    assert results == []
-    assert clock.pending() == 1, "one timer for the waiting put, nothing polling"
-    tube.delete(a.id)
-    g.join(timeout=1)
-    assert results and results[0].data == "c"
-    g = gevent.spawn(lambda: tube.put("d", timeout=1))
-    gevent.idle()
-    clock.advance(1)
-    with pytest.raises(errors.TubeFull):
-        g.get(timeout=1)
-    assert tube.statistics()["tasks"]["total"] == 2
