@@ -252,3 +252,31 @@ def test_pubsub_into_a_channel(redis, name):
     assert sub.channel.get(timeout=5)["data"] == b"hello"
     sub.stop()
     assert sub.channel.is_closed()
+
+
+def test_redis_goes_away_and_comes_back(redis_url, runtime, name, ticker):
+    from urllib.parse import urlparse
+
+    from tests.db.proxy import Proxy
+
+    target = urlparse(redis_url)
+    proxy = Proxy(runtime, (target.hostname or "127.0.0.1", target.port or 6379))
+    client = make(f"redis://127.0.0.1:{proxy.port}{target.path or '/0'}", runtime, name,
+                  connect_timeout=1.0, health_interval=0.05)
+    try:
+        assert any(f.name == "redis-health" for f in runtime.fibers())
+        assert client.set(f"{name}:k", "1", ex=10)
+        proxy.cut()
+        ticks = ticker.count
+        with pytest.raises(DbUnavailable):
+            client.get(f"{name}:k")
+        assert client.health()["status"] == "degraded"
+        assert ticker.count > ticks  # the loop kept turning while the command failed
+        proxy.restore()
+        # nobody calls: the health fiber's PING notices the recovery
+        wait_for(lambda: client.health()["status"] == "ok", timeout=10, what="the health fiber to see Redis back")
+        assert client.get(f"{name}:k") == b"1"
+    finally:
+        client.close()
+        proxy.stop()
+    assert not any(f.name == "redis-health" for f in runtime.fibers())
