@@ -139,9 +139,13 @@ def inproc(args):
     print(out[0], out[1])
 
 
-def start_server(wal_mode, data_dir):
+PINNED = {"server": ["taskset", "-c", "0"], "client": ["taskset", "-c", "1"]}
+UNPINNED = {"server": [], "client": []}
+
+
+def start_server(wal_mode, data_dir, pin):
     port_file = os.path.join(data_dir, "port")
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "bench.api", "serve", "--port-file", port_file,
+    cmd = [*pin["server"], sys.executable, "-m", "bench.api", "serve", "--port-file", port_file,
            "--wal-mode", wal_mode, "--data-dir", os.path.join(data_dir, "data")]
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 30
@@ -162,9 +166,9 @@ def call(conn, method, path, body=None, headers=None):
     return resp.status, data, resp
 
 
-def run_wrk(port, duration, connections, script):
+def run_wrk(port, duration, connections, script, pin):
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script,
+        [*pin["client"], "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script,
          f"http://127.0.0.1:{port}/api/v1/tubes/wrk/tasks"],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -233,15 +237,15 @@ def beanstalkd_cycles(port, seconds):
     return n / (time.perf_counter() - start), n
 
 
-def cycles_in_child(kind, port, seconds):
+def cycles_in_child(kind, port, seconds, pin):
     """Run a client pinned to CPU 1 in its own process; returns (cycles/s, cycles)."""
-    out = subprocess.run(["taskset", "-c", "1", sys.executable, "-m", "bench.api", "client", kind,
+    out = subprocess.run([*pin["client"], sys.executable, "-m", "bench.api", "client", kind,
                           str(port), str(seconds)], capture_output=True, text=True, check=True).stdout
     rate, n = out.strip().splitlines()[-1].split()
     return float(rate), int(n)
 
 
-def start_beanstalkd(tmp):
+def start_beanstalkd(tmp, pin):
     exe = shutil.which("beanstalkd")
     if exe is None:
         return None, None
@@ -251,7 +255,7 @@ def start_beanstalkd(tmp):
     binlog = os.path.join(tmp, "beanstalkd")
     os.makedirs(binlog)
     # -b: binlog (written, fsync never: -F is the default), like wal_mode = write.
-    proc = subprocess.Popen(["taskset", "-c", "0", exe, "-l", "127.0.0.1", "-p", str(port), "-b", binlog])
+    proc = subprocess.Popen([*pin["server"], exe, "-l", "127.0.0.1", "-p", str(port), "-b", binlog])
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -293,6 +297,8 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--wal-mode", default="write", choices=("none", "write", "fsync"))
     parser.add_argument("--no-beanstalkd", action="store_true")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the scheduler place server and clients (no taskset)")
     args = parser.parse_args()
     if args.cmd == "serve":
         return serve(args)
@@ -303,6 +309,7 @@ def main():
         print(*fn(args.port, args.seconds))
         return
 
+    pin = UNPINNED if args.no_pin else PINNED
     out = subprocess.run([sys.executable, "-m", "bench.api", "inproc"], capture_output=True, text=True,
                          check=True).stdout
     api_cycle, store_cycle = map(float, out.split())
@@ -310,7 +317,7 @@ def main():
           f"store alone {store_cycle * 1e6:.1f} us (null journal): the API layer costs "
           f"{(api_cycle - store_cycle) / 3 * 1e6:.1f} us per request", flush=True)
     tmp = tempfile.mkdtemp(prefix="bench-api-")
-    proc, port = start_server(args.wal_mode, tmp)
+    proc, port = start_server(args.wal_mode, tmp, pin)
     bproc = None
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
@@ -322,18 +329,18 @@ def main():
         with open(script, "w") as f:
             f.write(WRK_LUA)
         if not args.no_beanstalkd:
-            bproc, bport = start_beanstalkd(tmp)
+            bproc, bport = start_beanstalkd(tmp, pin)
         # Besides wall-clock rates, the server's own CPU time per request/cycle (psutil) is
         # recorded: on a shared, busy machine it says what one dedicated core would do.
         puts, cycles, peer = [], [], []
         put_cpu, cycle_cpu, peer_cpu = [], [], []
         for i in range(args.runs):
             c0 = cpu_seconds(proc.pid)
-            puts.append(run_wrk(port, args.duration, args.connections, script))
+            puts.append(run_wrk(port, args.duration, args.connections, script, pin))
             put_cpu.append((cpu_seconds(proc.pid) - c0) / puts[-1]["requests"])
             call(conn, "POST", "/api/v1/tubes/wrk/truncate")
             c0 = cpu_seconds(proc.pid)
-            rate, n = cycles_in_child("api", port, args.duration)
+            rate, n = cycles_in_child("api", port, args.duration, pin)
             cycles.append(rate)
             cycle_cpu.append((cpu_seconds(proc.pid) - c0) / n)
             line = (f"run {i + 1}: put {puts[-1]['rps']:.0f} req/s (p99 {puts[-1]['p99_ms']:.2f} ms, "
@@ -341,12 +348,13 @@ def main():
                     f"cycles {cycles[-1]:.0f}/s (server CPU {cycle_cpu[-1] * 1e6:.0f} us/cycle)")
             if bproc is not None:
                 c0 = cpu_seconds(bproc.pid)
-                rate, n = cycles_in_child("beanstalkd", bport, args.duration)
+                rate, n = cycles_in_child("beanstalkd", bport, args.duration, pin)
                 peer.append(rate)
                 peer_cpu.append((cpu_seconds(bproc.pid) - c0) / n)
                 line += f"; beanstalkd {peer[-1]:.0f}/s (CPU {peer_cpu[-1] * 1e6:.0f} us/cycle)"
             print(line, flush=True)
-        print(f"\nwal_mode={args.wal_mode}, {args.connections} connections, {args.duration}s x {args.runs} runs (medians)")
+        print(f"\nwal_mode={args.wal_mode}, {'not pinned' if args.no_pin else 'server on CPU 0, clients on CPU 1'}, "
+              f"{args.connections} connections, {args.duration}s x {args.runs} runs (medians)")
         pc = median(put_cpu)
         print(f"POST put (100-byte body):  {median([p['rps'] for p in puts]):,.0f} req/s, "
               f"p99 {median([p['p99_ms'] for p in puts]):.2f} ms; server CPU {pc * 1e6:.1f} us/request "
