@@ -5,6 +5,8 @@ Counting contract (what tests compare with the server's own counts):
   a non-2xx status is also counted in ``errors["http <status>"]`` and ``failed[ep]``.
 - transport failures (connect, closed, timeout, protocol) are counted only in
   ``errors[kind]`` and ``failed[ep]``;
+- ``connects`` times new connections apart from any endpoint (a request's latency
+  starts once its connection is open);
 - ``abandoned[ep]`` counts requests still waiting for their answer when the run ended
   (long-polls, mostly): the server saw them, the generator stopped listening.
 - orders are keyed by id: when the order was created and accepted (monotonic
@@ -27,6 +29,7 @@ class Results:
         self.failed = {}
         self.abandoned = {}
         self.latency = {}  # ep -> Histogram (responses only)
+        self.connects = Histogram()
         self.errors = {}  # kind -> n
         self.orders = {}  # id (str) -> {"created": t, "accepted": t, "state": s}
         self.elapsed = 0.0
@@ -46,6 +49,9 @@ class Results:
             self.failed[ep] = self.failed.get(ep, 0) + 1
             kind = f"http {status}"
             self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def connected(self, seconds):
+        self.connects.record(seconds)
 
     def failure(self, ep, kind):
         self.failed[ep] = self.failed.get(ep, 0) + 1
@@ -77,6 +83,7 @@ class Results:
         return {
             "requests": self.requests, "failed": self.failed, "abandoned": self.abandoned,
             "latency": {ep: h.to_json() for ep, h in self.latency.items()},
+            "connects": self.connects.to_json(),
             "errors": self.errors, "orders": self.orders, "elapsed": self.elapsed,
             "notes": self.notes, "server_stats": self.server_stats,
         }
@@ -86,6 +93,7 @@ class Results:
         r = cls()
         r.requests, r.failed, r.abandoned = data["requests"], data["failed"], data["abandoned"]
         r.latency = {ep: Histogram.from_json(h) for ep, h in data["latency"].items()}
+        r.connects = Histogram.from_json(data["connects"])
         r.errors, r.orders, r.elapsed = data["errors"], data["orders"], data["elapsed"]
         r.notes, r.server_stats = data["notes"], data["server_stats"]
         return r
@@ -97,6 +105,7 @@ class Results:
                 mine[k] = mine.get(k, 0) + v
         for ep, h in other.latency.items():
             self.latency.setdefault(ep, Histogram()).merge(h)
+        self.connects.merge(other.connects)
         # An order is created by one worker and accepted by a driver in any worker:
         # join field by field.
         for oid, rec in other.orders.items():
@@ -139,6 +148,7 @@ class Results:
             state = rec["state"] or "unknown"
             by_state[state] = by_state.get(state, 0) + 1
         d = self.dispatch_latency().summary()
+        c = self.connects.summary()
         return {
             "config": config,
             "elapsed": self.elapsed,
@@ -146,6 +156,7 @@ class Results:
             "rps": self.total_requests() / elapsed,
             "endpoints": endpoints,
             "dispatch_latency": {k: d[k] for k in ("count", "p50", "p95", "p99", "max")},
+            "connects": {k: c[k] for k in ("count", "p50", "p95", "p99", "max")},
             "orders": {s: by_state[s] for s in sorted(by_state, key=_state_rank)},
             "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1])),
             "server_stats": self.server_stats,
@@ -175,8 +186,10 @@ def format_report(rep):
             f"{_ms(e['p50']):>9}{_ms(e['p95']):>9}{_ms(e['p99']):>9}{_ms(e['max']):>9}"
         )
     d = rep["dispatch_latency"]
+    c = rep["connects"]
     lines += [
         "",
+        f"connections opened {c['count']}: p50 {_ms(c['p50'])} ms, p99 {_ms(c['p99'])} ms, max {_ms(c['max'])} ms",
         f"dispatch latency (order created -> accepted), {d['count']} orders: "
         f"p50 {_ms(d['p50'])} ms, p95 {_ms(d['p95'])} ms, p99 {_ms(d['p99'])} ms",
         "orders by final state: " + (", ".join(f"{s} {n}" for s, n in rep["orders"].items()) or "none"),

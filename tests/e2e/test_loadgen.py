@@ -253,6 +253,7 @@ def test_counts_match_what_the_server_saw(serve):
     # Keep-alive: one connection per driver plus the clients' pool (a reconnect after
     # an injected 503 is not needed: the server keeps the connection).
     assert len(fake.peers) <= 8 + 4
+    assert rep["connects"]["count"] == len(fake.peers)  # every connection opened was used
     assert results.elapsed == pytest.approx(3.0)
     assert results.server_stats["orders"] == rep["orders"]
     assert rep["endpoints"]["location"]["requests"] == results.requests["location"]
