@@ -94,7 +94,9 @@ def loadgen(url, drivers, interval, orders, duration):
     target = drivers * 2 / interval
     return {"rps": rep["rps"], "target": target, "requests": n, "cpu": cpu, "cpu_us_per_req": cpu / n * 1e6,
             "cpu_share": cpu / wall, "errors": sum(rep["errors"].values()), "notes": rep["notes"],
-            "p99_location_ms": (rep["endpoints"].get("location", {}).get("p99") or 0) * 1000}
+            "p50_location_ms": (rep["endpoints"].get("location", {}).get("p50") or 0) * 1000,
+            "p99_location_ms": (rep["endpoints"].get("location", {}).get("p99") or 0) * 1000,
+            "p99_connect_ms": (rep["connects"]["p99"] or 0) * 1000}
 
 
 def wrk(url, duration):
@@ -109,6 +111,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke)")
+    ap.add_argument("--only", choices=("small", "large"), help="run one scenario (and wrk)")
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -118,6 +121,8 @@ def main():
         ("2,000 drivers, ping every 1 s", 2000, 1.0, 50, 5 if short else 15),
         ("20,000 drivers, ping every 5 s", 20000, 5.0, 100, 10 if short else 30),
     ]
+    if args.only:
+        scenarios = [scenarios[0 if args.only == "small" else 1]]
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         conf = os.path.join(tmp, "nginx.conf")
@@ -138,7 +143,8 @@ def main():
                 print(f"loadgen {name} ({orders} orders/s, {duration} s): "
                       f"{med('rps'):,.0f} req/s of {runs[0]['target']:,.0f} aimed, "
                       f"{med('cpu_us_per_req'):.1f} us CPU/request = {med('cpu_us_per_req') / wrk_us:.1f}x wrk, "
-                      f"CPU {med('cpu_share') * 100:.0f} % of one core, location p99 {med('p99_location_ms'):.1f} ms, "
+                      f"CPU {med('cpu_share') * 100:.0f} % of one core, location p50/p99 {med('p50_location_ms'):.1f}/{med('p99_location_ms'):.1f} ms, "
+                      f"connect p99 {med('p99_connect_ms'):.0f} ms, "
                       f"errors {med('errors'):.0f}; {runs[0]['notes'][-1]}")
         finally:
             nginx.terminate()
