@@ -16,7 +16,11 @@ Cond()
 Timeouts go through the clock (a FakeClock moves them in tests). A timeout of 0 or less
 never waits: the operation succeeds only if it can do so at once. Cancellation
 (errors.Cancelled) is delivered during any wait; a message or a signal that had already
-been handed to the cancelled fiber is passed on, never lost.
+been handed to the cancelled fiber is passed on, never lost. Order: messages are handed
+out in put order, and each reader receives any one writer's messages in order, except
+in one race: a message handed to a reader that is cancelled before it runs goes to the
+next waiting reader or back to the head of the buffer, possibly after a later message
+was handed to someone else.
 
 Every waiter is woken exactly once: the first of (hand-over, timeout, close) decides under
 the single hub, and the loser finds `done` set and backs off. The actual switch back to
