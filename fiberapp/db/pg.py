@@ -144,6 +144,7 @@ class PgPool(Queries):
         self.max_size = max_size
         self.max_wait = max_wait
         self.statement_timeout = statement_timeout
+        self.connect_timeout = connect_timeout
         self.application_name = params["application_name"]
         self.health_interval = health_interval
         self.conflicts = 0
@@ -190,7 +191,7 @@ class PgPool(Queries):
         )
         self._slots = gevent.lock.BoundedSemaphore(self.max_size)
         try:
-            self._pool.open(wait=wait, timeout=timeout if timeout is not None else self.max_wait + 5)
+            self._pool.open(wait=wait, timeout=timeout if timeout is not None else self.connect_timeout + self.max_wait)
         except psycopg_pool.PoolTimeout as exc:
             pool, self._pool = self._pool, None
             pool.close(timeout=0)
