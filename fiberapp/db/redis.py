@@ -36,6 +36,7 @@ import redis.utils
 
 from fiberapp.db.errors import (
     DbClosed,
+    DbConfigError,
     DbUnavailable,
     PoolExhausted,
     QueryError,
@@ -133,8 +134,6 @@ class RedisClient:
         self._make_pool(self.socket_timeout).disconnect()
 
     def _make_pool(self, socket_timeout):
-        from fiberapp.db.errors import DbConfigError
-
         try:
             return redis.BlockingConnectionPool.from_url(
                 self.url,
