@@ -68,7 +68,8 @@ def document(routes, title="fiberapp", version="1"):
                     "options": {"type": "object"}, "stats": {"type": "object"}}},
                 "Fiber": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "name": {"type": "string"}, "status": {"type": "string"},
-                    "cpu_time": {"type": "number"}, "switches": {"type": "integer"}}},
+                    "cpu_time": {"type": "number"}, "switches": {"type": "integer"},
+                    "instant": {"type": "number"}, "average": {"type": "number"}}},
                 "Error": {"type": "object", "properties": {"error": {
                     "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                     "required": ["code", "message"]}}, "required": ["error"]},

@@ -42,21 +42,12 @@ def openapi(api, req):
 
 
 def fibers(api, req):
-    rows = [fiber_row(f) for f in (api.runtime.fibers() if api.runtime is not None else ())]
-    rows.sort(key=lambda r: r["cpu_time"], reverse=True)
-    return {"fibers": rows}
-
-
-def fiber_row(fiber):
-    return {
-        "id": fiber.id,
-        "name": fiber.name,
-        "status": fiber.status,
-        "cpu_time": getattr(fiber, "cpu_time", 0.0),
-        "cpu_average": getattr(fiber, "cpu_average", 0.0),
-        "switches": getattr(fiber, "switches", 0),
-        "created_at": getattr(fiber, "created_at", None),
-    }
+    """Runtime.top(): every fiber with its CPU time, switches and CPU share (instant:
+    the last window, average: a decaying mean), busiest first."""
+    runtime = api.runtime
+    if runtime is None:
+        return {"fibers": []}
+    return {"fibers": [dict(row) for row in runtime.top()]}
 
 
 def snapshot(api, req):

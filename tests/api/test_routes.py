@@ -169,6 +169,7 @@ def test_list_tasks_by_state_and_limit(env):
     assert [t["id"] for t in all_][:5] == ids and len(all_) == 6
     ready = env.ok("GET", "/api/v1/tubes/jobs/tasks?state=ready&limit=2")["tasks"]
     assert [t["id"] for t in ready] == ids[:2]
+    assert env.ok("GET", "/api/v1/tubes/jobs/tasks?state=done") == {"tasks": []}
     delayed = env.ok("GET", "/api/v1/tubes/jobs/tasks?state=delayed")["tasks"]
     assert [t["data"] for t in delayed] == ["later"]
     for q, code in (("state=gone", "invalid_field"), ("limit=x", "invalid_field"),
