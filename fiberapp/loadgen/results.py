@@ -198,7 +198,9 @@ def format_report(rep):
     srv = rep.get("server_stats")
     if isinstance(srv, dict) and isinstance(srv.get("dispatch_latency"), dict):
         sd = srv["dispatch_latency"]
-        lines.append(f"server-side dispatch latency: p50 {sd.get('p50')}, p95 {sd.get('p95')}, p99 {sd.get('p99')}")
+        num = lambda v: _ms(v) if isinstance(v, (int, float)) else "-"  # noqa: E731
+        lines.append(f"server-side dispatch latency: p50 {num(sd.get('p50'))} ms, p95 {num(sd.get('p95'))} ms, "
+                     f"p99 {num(sd.get('p99'))} ms")
     for note in rep["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
