@@ -174,6 +174,7 @@ def _waiting(api, req, timeout, call):
     """
     session, fresh = api.session_of(req, create=True)
     api.sessions.enter(session)
+    got = None
     hung_up = False
     try:
         owner = store_name(session)
@@ -182,7 +183,8 @@ def _waiting(api, req, timeout, call):
             return session, got
         watch = req.cancel_on_disconnect()
         try:
-            return session, call(owner, timeout)
+            got = call(owner, timeout)
+            return session, got
         finally:
             watch.cancel()
     except ClientDisconnected:
@@ -190,7 +192,9 @@ def _waiting(api, req, timeout, call):
         raise
     finally:
         api.sessions.leave(session)
-        if hung_up and fresh:
-            # Nobody can name this session again: end it now rather than after session_ttl,
-            # so a task taken in the instant before the hang-up goes back at once.
+        if fresh and (hung_up or not got):
+            # A fresh session that owns nothing (or whose client hung up: nobody can name
+            # it again) ends now rather than after session_ttl: a client polling without
+            # the header must not leave one session per request behind. If it sends the
+            # id back anyway, the session simply opens again.
             api.sessions.end_now(session)

@@ -122,3 +122,14 @@ def test_http_sessions_cannot_act_as_a_fiber_scripts_session(make_env, runtime):
     finally:
         done.set()
         fiber.join(timeout=5)
+
+
+def test_polling_without_a_session_header_leaves_no_sessions_behind(make_env):
+    env = setup(make_env)
+    for _ in range(20):
+        resp = env.call("POST", "/api/v1/tubes/jobs/take", json={})
+        assert resp.status == 204 and resp.header(S)
+    assert len(env.api.sessions) == 0
+    put(env)
+    session = env.call("POST", "/api/v1/tubes/jobs/take", json={}).header(S)
+    assert len(env.api.sessions) == 1 and session in env.api.sessions  # it owns a task now
