@@ -16,6 +16,7 @@ from queues.persist.disk import Disk
 from queues.persist.errors import SnapshotCorrupt, WalCorrupt
 from queues.persist.segment import SUFFIX as WAL_SUFFIX
 from queues.persist.segment import SegmentReader, list_files
+from queues.persist.timeconv import to_wall
 
 
 def _jsonable(value):
@@ -27,17 +28,6 @@ def _jsonable(value):
         except UnicodeDecodeError:
             return {"base64": base64.b64encode(raw).decode("ascii")}
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def _to_wall(value, offset):
-    """Monotonic `*_at` values + the record's wall offset = wall-clock seconds."""
-    if isinstance(value, dict):
-        return {k: (v + offset if isinstance(k, str) and k.endswith("_at")
-                    and isinstance(v, (int, float)) and not isinstance(v, bool)
-                    else _to_wall(v, offset)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_wall(v, offset) for v in value]
-    return value
 
 
 def _segments_of(path):
@@ -69,7 +59,7 @@ def cat(path, from_lsn, to_lsn, tube):
     """Print WAL records as JSON lines (PATH: a segment, a wal/ dir or a data dir).
 
     Each line: {"lsn", "file", "offset", "op"}; deadlines (`*_at`) in the op are shown
-    as wall-clock seconds since the epoch.
+    as wall-clock seconds since the epoch (task data is shown as it is).
     """
     paths, _bad = _segments_of(path)
     disk = Disk()
@@ -84,7 +74,7 @@ def cat(path, from_lsn, to_lsn, tube):
                     return
                 if tube is not None and not _mentions_tube(op, tube):
                     continue
-                line = {"lsn": lsn, "file": seg, "offset": offset, "op": _to_wall(op, wall_offset)}
+                line = {"lsn": lsn, "file": seg, "offset": offset, "op": to_wall(op, wall_offset)}
                 out.write(orjson.dumps(line, default=_jsonable, option=orjson.OPT_NON_STR_KEYS) + b"\n")
         except WalCorrupt as exc:
             out.flush()

@@ -92,7 +92,7 @@ class Recovery:
                 result.fallbacks.append(str(exc))
                 continue
             self.log.info("recovering from snapshot %s (lsn %d)", path, lsn)
-            store = load_store(shift(dump, offset - now_offset))
+            store = load_store(snapfile.expand(dump, offset - now_offset))
             result.snapshot_lsn = result.last_lsn = lsn
             result.snapshot_path = path
             return store

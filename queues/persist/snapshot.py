@@ -5,9 +5,12 @@ directory fsynced, so a reader only ever sees complete files. Layout::
 
     b"fiberapp-snap 1\\n"                      16 bytes
     lsn u64 | wall_offset f64 | body_len u64 | crc32(body) u32
-    body = msgpack(store.dump())
+    body = msgpack(tables(store.dump()))
 
 The dump holds monotonic deadlines; wall_offset maps them back (timeconv.py).
+A top-level list of dicts that all share one key order (the tasks) is stored as a table,
+keys once and a list of values per row: a million tasks take ~2.5x less space and time
+to pack than a million maps repeating 22 key names.
 """
 import os
 import struct
@@ -17,6 +20,7 @@ import msgpack
 
 from .errors import SnapshotCorrupt
 from .segment import list_files
+from .timeconv import shift, shift_table
 
 MAGIC = b"fiberapp-snap 1\n"
 HEADER = struct.Struct("<QdQI")
@@ -33,8 +37,40 @@ def list_snapshots(snap_dir):
     return list_files(snap_dir, SUFFIX)
 
 
+TABLE = "\x00table"
+
+
+def tables(dump):
+    if not isinstance(dump, dict):
+        return dump
+    out = {}
+    for key, value in dump.items():
+        if isinstance(value, list) and value and type(value[0]) is dict:
+            keys = list(value[0])
+            if all(type(row) is dict and list(row) == keys for row in value):
+                out[key] = {TABLE: keys, "rows": [list(row.values()) for row in value]}
+                continue
+        out[key] = value
+    return out
+
+
+def expand(raw, delta):
+    """The dump a snapshot holds, its deadlines moved by delta (timeconv.shift)."""
+    if not isinstance(raw, dict):
+        return shift(raw, delta)
+    out = {}
+    for key, value in raw.items():
+        if type(value) is dict and TABLE in value:
+            keys = value[TABLE]
+            rows = shift_table(keys, value["rows"], delta)
+            out[key] = [dict(zip(keys, row)) for row in rows]
+        else:
+            out[key] = shift(value, delta)
+    return out
+
+
 def encode(lsn, wall_offset, dump):
-    body = msgpack.packb(dump, use_bin_type=True)
+    body = msgpack.packb(tables(dump), use_bin_type=True)
     return MAGIC + HEADER.pack(lsn, wall_offset, len(body), zlib.crc32(body)) + body
 
 
@@ -63,7 +99,8 @@ def publish(disk, snap_dir, tmp):
 
 
 def read_file(disk, path):
-    """(lsn, wall_offset, dump) of a snapshot, or SnapshotCorrupt."""
+    """(lsn, wall_offset, raw) of a snapshot, or SnapshotCorrupt; expand(raw, delta) gives
+    the dump."""
     try:
         data = disk.read_file(path)
     except OSError as exc:

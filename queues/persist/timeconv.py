@@ -7,7 +7,12 @@ becomes ``value + (offset_written - offset_now)``: the same wall-clock instant o
 monotonic clock. A task delayed until 12:00 stays due at 12:00 however long the server
 was down or recovery took (beanstalkd #62), and nothing moves when the offset did not
 change.
+
+The task payload is never touched: a value under the key ``data`` is the user's, and a
+user's ``{"created_at": 5}`` must come back as 5. (queues.ops says "every ``*_at`` key at
+any depth is a time"; that holds everywhere except inside ``data``.)
 """
+PAYLOAD = "data"
 
 
 def wall_offset(clock):
@@ -15,28 +20,78 @@ def wall_offset(clock):
 
 
 def shift(value, delta):
-    """A copy of value with every numeric ``*_at`` entry moved by delta (recursively)."""
+    """Move every numeric ``*_at`` entry of value (dicts and lists, recursively, never
+    inside ``data``) by delta, IN PLACE; returns value. Callers pass freshly decoded
+    records, which nobody else holds."""
     if delta == 0:
         return value
-    return _shift(value, delta)
+    if type(value) is dict:
+        _shift_dict(value, delta)
+    elif type(value) is list:
+        _shift_list(value, delta)
+    return value
 
 
-def _shift(value, delta):
-    if isinstance(value, dict):
+def _shift_dict(d, delta):
+    for key, item in d.items():
+        kind = type(item)
+        if kind is float or kind is int:
+            if key.endswith("_at"):
+                d[key] = item + delta
+        elif kind is dict:
+            if key != PAYLOAD:
+                _shift_dict(item, delta)
+        elif kind is list:
+            if key != PAYLOAD:
+                _shift_list(item, delta)
+
+
+def _shift_list(items, delta):
+    for item in items:
+        kind = type(item)
+        if kind is dict:
+            _shift_dict(item, delta)
+        elif kind is list:
+            _shift_list(item, delta)
+
+
+def shift_table(keys, rows, delta):
+    """shift() for a table (snapshot.py): the same rule, column by column, so a column
+    with no deadline and no container in it costs one C-level pass. Returns the rows
+    (new ones when a deadline column moved)."""
+    if delta == 0 or not rows:
+        return rows
+    cols = list(zip(*rows))
+    moved = False
+    for i, key in enumerate(keys):
+        if key == PAYLOAD:
+            continue
+        col = cols[i]
+        types = set(map(type, col))
+        if key.endswith("_at") and (float in types or int in types):
+            cols[i] = [v + delta if type(v) is float or type(v) is int else v for v in col]
+            moved = True
+        if dict in types or list in types:
+            for item in col:
+                if type(item) is dict:
+                    _shift_dict(item, delta)
+                elif type(item) is list:
+                    _shift_list(item, delta)
+    return list(zip(*cols)) if moved else rows
+
+
+def to_wall(value, offset):
+    """A copy of value with ``*_at`` numbers as wall-clock times (for display)."""
+    if type(value) is dict:
         out = {}
         for key, item in value.items():
-            if (
-                type(key) is str
-                and key.endswith("_at")
-                and isinstance(item, (int, float))
-                and not isinstance(item, bool)
-            ):
-                out[key] = item + delta
-            elif isinstance(item, (dict, list)):
-                out[key] = _shift(item, delta)
-            else:
+            if key == PAYLOAD:
                 out[key] = item
+            elif type(item) in (int, float) and key.endswith("_at"):
+                out[key] = item + offset
+            else:
+                out[key] = to_wall(item, offset)
         return out
-    if isinstance(value, list):
-        return [_shift(item, delta) if isinstance(item, (dict, list)) else item for item in value]
+    if type(value) is list:
+        return [to_wall(item, offset) for item in value]
     return value

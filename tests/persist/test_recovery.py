@@ -268,3 +268,23 @@ def test_open_store_with_the_queue_store_releases_taken_tasks_and_reports_progre
     # wal_mode none: an empty in-memory store, nothing read or written
     store3, p3 = open_store(str(tmp_path / "none"), clock, wal_mode="none")
     assert p3 is None and store3.tubes() == [] and not (tmp_path / "none").exists()
+
+
+def test_task_data_with_at_keys_is_not_taken_for_a_deadline(tmp_path):
+    from queues.persist import open_store
+
+    clock = FakeClock(start=1000.0, wall=1_700_000_000.0)
+    store, p = open_store(str(tmp_path), clock, wal_mode="write")
+    tube = store.create_tube("jobs", "fifottl")
+    payload = {"created_at": 5, "nested": [{"due_at": 7.5}]}
+    first = tube.put(payload, delay=60)
+    p.snapshot()
+    second = tube.put(payload, delay=60)
+    p.close()
+    later = FakeClock(start=10.0, wall=1_700_000_100.0)  # rebooted, down 100 s
+    store2, p2 = open_store(str(tmp_path), later, wal_mode="write")
+    for tid in (first.id, second.id):
+        task = store2.tube("jobs").peek(tid)
+        assert task.data == payload
+        assert task.ready_at == pytest.approx(later.monotonic() - 40)  # due 60 s after put
+    p2.close()
