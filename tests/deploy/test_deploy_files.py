@@ -79,6 +79,9 @@ def test_unit_command_line_exists_in_the_cli():
     result = CliRunner().invoke(cli, ["run", "--help"])
     assert result.exit_code == 0, result.output
     assert "--config" in result.output
+    # and the example config passes the command the runbook tells operators to run
+    result = CliRunner().invoke(cli, ["check-config", str(TOML)], env={"FIBERAPP_API_TOKEN": None})
+    assert result.exit_code == 0 and "ok" in result.output, result.output
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
