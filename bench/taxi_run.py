@@ -1,0 +1,211 @@
+"""The taxi app under the issue's load: 20,000 drivers pinging every 5 s plus 20 orders/s.
+
+    .venv/bin/python -m bench.taxi_run                        # 20,000 drivers, 60 s
+    .venv/bin/python -m bench.taxi_run --drivers 2000 --duration 20
+
+One command: it creates a scratch PostgreSQL schema, starts ``fiberapp run
+deploy/taxi/app.py`` pinned to CPU 0 (its own data dir, open-files limit raised so one
+process holds every driver's keep-alive connection), runs ``fiberapp bench taxi`` pinned
+to CPU 1, samples the server's RSS and CPU once a second, then flushes the history,
+stops the server and drops the schema (--keep to keep it). Printed: the generator's
+report (requests/s, p50/p95/p99 per endpoint, errors, orders by final state), the
+server's /taxi/stats, peak RSS and average CPU, and the verdict against the target:
+p99 < 50 ms on every endpoint but the offer long-poll (whose latency is its wait) and
+zero errors.
+"""
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "deploy" / "taxi" / "app.py"
+DEFAULT_DSN = os.environ.get("FIBERAPP_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
+FD_LIMIT = 65536
+P99_TARGET_MS = 50.0
+LONG_POLLS = ("offer_poll",)
+
+
+def raise_fds():
+    """preexec_fn: lift the open-files limit (root may raise the hard limit too)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limits in ((FD_LIMIT, max(hard, FD_LIMIT)), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            return
+        except (ValueError, OSError):
+            continue
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http(method, url, timeout=30):
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def wait_ready(url, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the taxi server exited with {proc.returncode}")
+        try:
+            return http("GET", url + "/taxi/stats", timeout=2)
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the taxi server did not become ready")
+
+
+class Sampler(threading.Thread):
+    """Peak RSS and CPU seconds of the server, once a second."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak_rss = 0
+        self.rss = []
+        self.stop_flag = threading.Event()
+        t = self.proc.cpu_times()
+        self.cpu0, self.t0 = t.user + t.system, time.monotonic()
+        self.cpu1, self.t1 = self.cpu0, self.t0
+
+    def run(self):
+        while not self.stop_flag.wait(1.0):
+            try:
+                rss = self.proc.memory_info().rss
+                t = self.proc.cpu_times()
+            except Exception:
+                return
+            self.rss.append(rss)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.cpu1, self.t1 = t.user + t.system, time.monotonic()
+
+    def cpu_share(self):
+        return (self.cpu1 - self.cpu0) / max(1e-9, self.t1 - self.t0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--drivers", type=int, default=20_000)
+    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--orders", type=float, default=20.0)
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--processes", type=int, default=0, help="load generator processes (0: as few as fds allow)")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--wal-mode", default="write", choices=("write", "fsync"))
+    p.add_argument("--dsn", default=DEFAULT_DSN)
+    p.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema and the data dir")
+    p.add_argument("--json", help="write the whole result here too")
+    args = p.parse_args(argv)
+
+    import psycopg
+    import psycopg.conninfo
+
+    schema = "taxi_bench_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    params = psycopg.conninfo.conninfo_to_dict(args.dsn)
+    params["options"] = f"-c search_path={schema}"
+    dsn = psycopg.conninfo.make_conninfo(**params)
+    tmp = tempfile.mkdtemp(prefix="taxi-run-")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = Path(tmp) / "taxi.toml"
+    cfg.write_text(f'listen = "127.0.0.1:{port}"\ndata_dir = {json.dumps(tmp + "/data")}\n'
+                   f'wal_mode = "{args.wal_mode}"\nlog_level = "WARNING"\n\n'
+                   f'[http]\nmax_connections = {args.drivers + 1000}\n\n'
+                   f'[pg]\ndsn = {json.dumps(dsn)}\nmin_size = 2\nmax_size = 4\nmax_wait = 5.0\n')
+    bindir = Path(sys.executable).parent
+    server = subprocess.Popen(["taskset", "-c", str(args.server_cpu), str(bindir / "fiberapp"), "run", str(APP),
+                               "--config", str(cfg)], preexec_fn=raise_fds,
+                              stdout=open(Path(tmp) / "server.log", "wb"), stderr=subprocess.STDOUT)
+    result = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "loadavg": os.getloadavg(),
+              "args": vars(args), "schema": schema}
+    try:
+        wait_ready(url, server)
+        sampler = Sampler(server.pid)
+        sampler.start()
+        cmd = ["taskset", "-c", str(args.load_cpu), str(bindir / "fiberapp"), "bench", "taxi", "--url", url,
+               "--drivers", str(args.drivers), "--interval", str(args.interval), "--orders", str(args.orders),
+               "--duration", str(args.duration), "--processes", str(args.processes), "--json", "--quiet"]
+        print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+        load = subprocess.run(cmd, preexec_fn=raise_fds, capture_output=True, text=True,
+                              timeout=args.duration * 3 + 300)
+        sampler.stop_flag.set()
+        sampler.join()
+        if load.returncode != 0 or not load.stdout.strip():
+            raise RuntimeError(f"the load generator failed ({load.returncode}):\n{load.stderr[-3000:]}")
+        report = json.loads(load.stdout)
+        result["loadgen"] = report
+        result["server"] = {"peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+                            "cpu_share": round(sampler.cpu_share(), 3)}
+        result["history_flush"] = http("POST", url + "/taxi/history/flush?timeout=60", timeout=90)
+        result["stats"] = http("GET", url + "/taxi/stats")
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if not args.keep:
+            with psycopg.connect(args.dsn, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    print(summary(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def summary(result):
+    rep = result["loadgen"]
+    lines = [f"taxi run {result['started']} (loadavg at start {result['loadavg'][0]:.1f}): "
+             f"{result['args']['drivers']} drivers every {result['args']['interval']:g} s, "
+             f"{result['args']['orders']:g} orders/s, {result['args']['duration']:g} s",
+             f"requests: {rep['requests']} ({rep['rps']:.0f}/s); errors: {sum(rep['errors'].values())} {rep['errors']}",
+             "| endpoint | requests | req/s | p50 ms | p99 ms | max ms | failed |", "|---|---|---|---|---|---|---|"]
+    worst = 0.0
+    for ep, e in rep["endpoints"].items():
+        ms = [None if e[k] is None else e[k] * 1000 for k in ("p50", "p99", "max")]
+        if ep not in LONG_POLLS and ms[1] is not None:
+            worst = max(worst, ms[1])
+        lines.append(f"| {ep} | {e['requests']} | {e['rps']:.0f} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in ms)
+                     + f" | {e['failed']} |")
+    d = rep["dispatch_latency"]
+    lines.append(f"dispatch latency (client view): n={d['count']} p50={fmt_s(d['p50'])} p99={fmt_s(d['p99'])}")
+    lines.append(f"orders by final state: {rep['orders']}")
+    srv = result["server"]
+    lines.append(f"server: peak RSS {srv['peak_rss_mb']} MB, CPU {srv['cpu_share'] * 100:.0f}% of one core; "
+                 f"history written {result['history_flush']['written']}, pending {result['history_flush']['pending']}")
+    errors = sum(rep["errors"].values())
+    ok = worst < P99_TARGET_MS and errors == 0
+    lines.append(f"target (p99 < {P99_TARGET_MS:g} ms outside the long-poll, zero errors): "
+                 f"{'MET' if ok else 'NOT MET'} (worst p99 {worst:.1f} ms, {errors} errors)")
+    return "\n".join(lines)
+
+
+def fmt_s(v):
+    return "-" if v is None else f"{v * 1000:.0f} ms"
+
+
+if __name__ == "__main__":
+    main()
