@@ -171,6 +171,9 @@ class Schema:
         self.name = name
         self.fields = {f.name: f for f in fields}
         self.doc = doc
+        # Precomputed so validate() loops over what the body holds, not every field.
+        self._required = tuple(f.name for f in fields if f.required)
+        self._defaults = tuple((f.name, f.default) for f in fields if f.default is not None)
 
     def validate(self, obj, where=None):
         if obj is None:
@@ -180,8 +183,9 @@ class Schema:
                 raise InvalidField(where, "must be an object")
             raise InvalidJson("the body must be a JSON object")
         out = {}
+        fields = self.fields
         for key, value in obj.items():
-            field = self.fields.get(key)
+            field = fields.get(key)
             if field is None:
                 raise UnknownField(f"{where}.{key}" if where else key)
             if value is None and not isinstance(field, Data):
@@ -192,12 +196,12 @@ class Schema:
                 if where:
                     raise InvalidField(f"{where}.{exc.field}", str(exc).split(": ", 1)[1]) from None
                 raise
-        for name, field in self.fields.items():
+        for name in self._required:
             if name not in out:
-                if field.required:
-                    raise MissingField(f"{where}.{name}" if where else name)
-                if field.default is not None:
-                    out[name] = field.default
+                raise MissingField(f"{where}.{name}" if where else name)
+        for name, default in self._defaults:
+            if name not in out:
+                out[name] = default
         return out
 
     def json_schema(self):
