@@ -16,6 +16,8 @@ Contracts:
   the timeout (measured by the runtime's clock) passes first.
 """
 import itertools
+import sys
+import traceback
 
 import gevent
 from gevent.hub import Waiter, get_hub
@@ -89,6 +91,18 @@ class Fiber(gevent.Greenlet):
         if self._storage is None:
             self._storage = {}
         return self._storage
+
+    def backtrace(self, limit=None):
+        """The fiber's stack as text (Tarantool's fiber.info{backtrace=true}); "" when dead.
+
+        For a suspended fiber it is where it waits; for the running one, the caller's stack.
+        """
+        if self.ready():
+            return ""
+        frame = sys._getframe(1) if getcurrent() is self else self.gr_frame
+        if frame is None:  # scheduled but not started yet
+            return ""
+        return "".join(traceback.format_stack(frame, limit))
 
     def cancel(self):
         """Ask the fiber to stop: Cancelled is raised in it at its next yield. Never blocks."""

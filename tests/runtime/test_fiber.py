@@ -312,3 +312,21 @@ def test_stop_from_inside_a_fiber_spares_the_caller(clock):
     sup = rt.supervise(shutdown, name="shutdown")
     assert sup.fiber.join() == ([], "running")
     assert all(o.status == "dead" for o in others)
+
+
+def test_backtrace_shows_where_a_fiber_waits(rt, clock):
+    def parked_in_here():
+        rt.sleep(10)
+
+    def me():
+        return current_fiber().backtrace()
+
+    f = rt.spawn(parked_in_here, name="parked")
+    assert f.backtrace() == ""  # not started yet
+    gevent.idle()
+    text = f.backtrace()
+    assert "parked_in_here" in text and "rt.sleep(10)" in text
+    assert "me" in rt.spawn(me, name="me").join().splitlines()[-2]
+    clock.advance(10)
+    f.join()
+    assert f.backtrace() == ""
