@@ -181,19 +181,31 @@ class GeoIndex:
         best = []  # (distance, str id, driver), kept sorted, len <= k
         cells = self._cells
         for r in range(0, reach + 1):
+            if r and 8 * r > len(cells):
+                # The ring now has more cells than there are occupied cells in all:
+                # sparse or far-flung drivers (fewer than k nearby). Visit the occupied
+                # cells outside ring r-1 directly instead of walking empty rings, so the
+                # search never costs more than a pass over the free drivers.
+                for cell, members in cells.items():
+                    if max(abs(cell[0] - row0), abs(cell[1] - col0)) >= r:
+                        self._consider(best, members, lat, lon, cos_lat, k, exclude)
+                break
             for cell in _ring(row0, col0, r):
                 members = cells.get(cell)
-                if not members:
-                    continue
-                for driver_id, d in members.items():
-                    if driver_id in exclude:
-                        continue
-                    dist = distance_m(lat, lon, d.lat, d.lon, cos_lat)
-                    if len(best) < k or (dist, str(driver_id)) < best[-1][:2]:
-                        _insort(best, (dist, str(driver_id), d), k)
+                if members:
+                    self._consider(best, members, lat, lon, cos_lat, k, exclude)
             if len(best) == k and best[-1][0] < r * ring_step_m:
                 break
         return [(dist, d) for dist, _, d in best]
+
+    @staticmethod
+    def _consider(best, members, lat, lon, cos_lat, k, exclude):
+        for driver_id, d in members.items():
+            if driver_id in exclude:
+                continue
+            dist = distance_m(lat, lon, d.lat, d.lon, cos_lat)
+            if len(best) < k or (dist, str(driver_id)) < best[-1][:2]:
+                _insort(best, (dist, str(driver_id), d), k)
 
     def __len__(self):
         return len(self._drivers)

@@ -77,6 +77,28 @@ def test_sparse_index_search_terminates_and_finds_far_driver():
     assert [d.id for _, d in got] == ["only"]
 
 
+def test_far_flung_drivers_do_not_make_the_search_walk_empty_rings(monkeypatch):
+    """Fewer than k free drivers, spread over the globe: the ring walk would visit
+    billions of empty cells; it must switch to the occupied cells instead."""
+    import deploy.taxi.geo as geo
+
+    g = GeoIndex(cell_deg=0.001)
+    for i, (lat, lon) in enumerate([(55.75, 37.62), (55.76, 37.60), (-33.87, 151.21), (40.71, -74.0)]):
+        g.update(f"d{i}", lat, lon, "free", now=0)
+    visited = []
+    real_ring = geo._ring
+
+    def counting_ring(row0, col0, r):
+        for cell in real_ring(row0, col0, r):
+            visited.append(cell)
+            yield cell
+
+    monkeypatch.setattr(geo, "_ring", counting_ring)
+    got = g.nearest_free(55.75, 37.62, k=5, now=1)
+    assert [d.id for _, d in got] == ["d0", "d1", "d3", "d2"]  # Moscow, Moscow, New York, Sydney
+    assert len(visited) < 100
+
+
 def test_search_does_not_visit_every_driver():
     """The ring scan stops early: count distance evaluations on a dense city."""
     import deploy.taxi.geo as geo
@@ -103,7 +125,10 @@ def test_search_does_not_visit_every_driver():
     assert len(calls) < 200  # of 10,000 drivers
 
 
-coord = st.floats(min_value=-0.05, max_value=0.05, allow_nan=False)
+coord = st.one_of(
+    st.floats(min_value=-0.05, max_value=0.05, allow_nan=False),  # one city, mostly
+    st.floats(min_value=-20, max_value=20, allow_nan=False),  # and now and then far away
+)
 ops = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=30),  # driver id
