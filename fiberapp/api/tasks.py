@@ -13,7 +13,8 @@ its fiber if the client hangs up; the store guarantees that a cancelled waiter t
 nothing. A session created for that one request is ended at once.
 
 Single-task operations answer with the task as it is after the operation: the Task
-object is looked up first and the store changes it in place.
+object is looked up first and the store changes it in place (or, for a release that
+dead-letters it, returns its new record in the dead-letter tube).
 """
 import base64
 import operator
@@ -21,7 +22,7 @@ import operator
 from fiberapp.http.errors import ClientDisconnected
 from fiberapp.http.response import Response
 
-from queues.task import FIELDS, TIME_FIELDS
+from queues.task import FIELDS, TIME_FIELDS, Task
 
 from . import schemas
 from .context import reply, session_header
@@ -123,13 +124,15 @@ def _owned(api, req, tube, id, call):
     t = api.store.tube(tube)
     task = t.peek(id)
     if session is None:
-        call(t, None)
-        return {"task": task_json(task, api.store.clock)}
-    api.sessions.enter(session)
-    try:
-        call(t, store_name(session))
-    finally:
-        api.sessions.leave(session)
+        result = call(t, None)
+    else:
+        api.sessions.enter(session)
+        try:
+            result = call(t, store_name(session))
+        finally:
+            api.sessions.leave(session)
+    if isinstance(result, Task):
+        task = result  # where it ended: a dead-lettered release answers the new record
     return {"task": task_json(task, api.store.clock)}
 
 

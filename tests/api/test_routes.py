@@ -410,3 +410,14 @@ def test_task_json_matches_the_stores_own_view_without_the_owner(env, clock):
     task = env.store.tube("jobs").put(b"\x00\xff")
     out = task_json(task, env.store.clock)
     assert out["data"] == "AP8=" and out["data_encoding"] == "base64"
+
+
+def test_release_past_max_attempts_answers_the_dead_lettered_task(env):
+    mk(env, "dlq", "fifo")
+    mk(env, "jobs", "fifottl", max_attempts=1, dead_letter="dlq")
+    task_id = put(env, data="poison")["task"]["id"]
+    assert take(env, session="s").status == 200
+    task = env.ok("POST", f"/api/v1/tubes/jobs/tasks/{task_id}/release", headers={S: "s"})["task"]
+    assert (task["tube"], task["state"], task["id"], task["data"]) == ("dlq", "ready", task_id, "poison")
+    assert task["history"][0]["tube"] == "jobs" and task["history"][0]["attempts"] == 1
+    assert env.ok("GET", f"/api/v1/tubes/dlq/tasks/{task_id}")["task"]["state"] == "ready"
