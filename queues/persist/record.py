@@ -55,7 +55,7 @@ class BadRecord(Exception):
 
 
 def decode_at(data, offset):
-    """Decode the record at offset in data (bytes).
+    """Decode the record at offset in data (bytes or a memoryview of them).
 
     Returns (lsn, wall_offset, op, next_offset). Raises BadRecord, with incomplete=True
     when the bytes simply run out (what a crash mid-write leaves).

@@ -92,9 +92,10 @@ class SegmentReader:
             self._fail(0, "bad segment file header")
             return
         off = len(FILE_HEADER)
+        view = memoryview(data)  # records are decoded without copying their bytes
         while off < n:
             try:
-                lsn, wall_offset, op, nxt = decode_at(data, off)
+                lsn, wall_offset, op, nxt = decode_at(view, off)
             except BadRecord as exc:
                 if data.count(0, off) == n - off:
                     break  # reserved, never written: the clean end
