@@ -179,3 +179,22 @@ def test_metrics_include_http_latency_per_route(env, client):
     text = c.read()["body"].decode()
     assert "fiberapp_queue_tasks" in text or "fiberapp_fibers" in text
     assert "/api/v1/tubes" in text  # the HTTP server's per-route histogram, same registry
+
+
+def test_many_long_polls_each_get_exactly_one_task(env, client):
+    env.ok("PUT", "/api/v1/tubes/fan", json={"driver": "fifo"}, status=201)
+    clients = [client() for _ in range(20)]
+    for i, c in enumerate(clients):
+        c.send(request("POST", "/api/v1/tubes/fan/take", {"timeout": 300}, [("X-Fiberapp-Session", f"c{i}")]))
+        # one at a time, so the order in which they wait is known
+        wait_for(lambda: env.store.tube("fan").statistics()["waiting"] == i + 1)
+    ids = {env.ok("POST", "/api/v1/tubes/fan/tasks", json={"data": i}, status=201)["task"]["id"]
+           for i in range(20)}
+    got = []
+    for c in clients:
+        resp = c.read()
+        assert resp["status"] == 200
+        got.append(orjson.loads(resp["body"])["task"]["id"])
+    assert sorted(got) == sorted(ids)  # every task to exactly one waiter
+    # and the waiters were served in the order they started waiting (FIFO)
+    assert got == sorted(got)
