@@ -230,13 +230,25 @@ class Runtime:
         if self._fibers.pop(fiber.id, None) is not None:
             self.died += 1
 
+    def _purge(self):
+        """Drop fibers killed before they ever ran by plain gevent calls (gevent.kill,
+        killall) that bypass Fiber.cancel: their _run never ran to unregister them."""
+        dead = [f for f in self._fibers.values() if f.ready()]
+        for fiber in dead:
+            self._forget(fiber)
+
     def fibers(self):
         """Live fibers, oldest first."""
+        self._purge()
         return list(self._fibers.values())
 
     def find(self, fiber_id):
         """The live fiber with this id, or None."""
-        return self._fibers.get(fiber_id)
+        fiber = self._fibers.get(fiber_id)
+        if fiber is not None and fiber.ready():
+            self._forget(fiber)
+            return None
+        return fiber
 
     def cancel(self, fiber_id):
         """Cancel the live fiber with this id (Tarantool's fiber.kill); False if none."""
@@ -260,6 +272,7 @@ class Runtime:
 
     def stats(self):
         """Counters for metrics and the API (a fresh dict of plain numbers)."""
+        self._purge()
         watchdog = self.watchdog
         return {
             "fibers": len(self._fibers),
@@ -297,6 +310,7 @@ class Runtime:
 
         Without accounting every row reads zero (the fibers are still listed).
         """
+        self._purge()
         if self._tracer is not None and self._tracer.accounting:
             return self._tracer.top()
         rows = [{"id": f.id, "name": f.name, "status": f.status, "cpu_time": 0.0,

@@ -330,3 +330,14 @@ def test_backtrace_shows_where_a_fiber_waits(rt, clock):
     clock.advance(10)
     f.join()
     assert f.backtrace() == ""
+
+
+def test_fibers_killed_by_plain_gevent_calls_leave_the_registry(rt):
+    f = rt.spawn(lambda: 1, name="unstarted")
+    g = rt.spawn(lambda: 2, name="unstarted-too")
+    gevent.killall([f, g])  # bypasses Fiber.cancel; neither ever runs
+    assert f.status == "dead"
+    assert rt.find(f.id) is None
+    assert rt.fibers() == []
+    stats = rt.stats()
+    assert (stats["fibers"], stats["spawned"], stats["died"]) == (0, 2, 2)
