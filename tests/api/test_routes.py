@@ -421,3 +421,11 @@ def test_release_past_max_attempts_answers_the_dead_lettered_task(env):
     assert (task["tube"], task["state"], task["id"], task["data"]) == ("dlq", "ready", task_id, "poison")
     assert task["history"][0]["tube"] == "jobs" and task["history"][0]["attempts"] == 1
     assert env.ok("GET", f"/api/v1/tubes/dlq/tasks/{task_id}")["task"]["state"] == "ready"
+
+
+def test_a_full_capacity_tube_answers_503_tube_full(env):
+    mk(env, "small", "limfifottl", capacity=2)
+    put(env, "small")
+    put(env, "small")
+    assert error_of(env.call("POST", "/api/v1/tubes/small/tasks", json={"data": 3})) == (503, "tube_full")
+    assert env.ok("GET", "/api/v1/tubes/small")["stats"]["tasks"]["total"] == 2
