@@ -29,6 +29,7 @@ def bench():
 @click.option("--orders", default=_D.orders, show_default=True, type=click.FloatRange(min=0), help="Orders per second, averaged over the run.")
 @click.option("--duration", default=_D.duration, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds of load.")
 @click.option("--rush", default=_D.rush, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Rush-hour swing: the rate goes from (1-rush)x to (1+rush)x the average mid-run.")
+@click.option("--ramp", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds over which drivers start and connect; 0 = one interval. Raise it when the server's accept queue overflows (high connect p99).")
 @click.option("--accept", default=_D.accept, show_default=True, type=click.FloatRange(0, 1), help="Probability that a driver accepts an offer.")
 @click.option("--ride-time", default=_D.ride_time, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Mean seconds from accept to complete.")
 @click.option("--patience", default=_D.patience, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Mean seconds a client waits for a driver before cancelling.")

@@ -62,6 +62,7 @@ class TaxiConfig:
     client_poll: float = 2.0
     client_conns: int = 32
     rush: float = 0.6
+    ramp: float = 0.0  # drivers start (and connect) spread over this many seconds; 0: one interval
     timeout: float = 10.0  # real-time guard on each request, on top of a long-poll's wait
     seed: int = 1
     processes: int = 0  # 0: as many as the open-files limit requires
@@ -87,6 +88,8 @@ class TaxiConfig:
             problems.append("--accept must be in [0, 1]")
         if not 0 <= self.rush < 1:
             problems.append("--rush must be in [0, 1)")
+        if self.ramp < 0:
+            problems.append("--ramp must be >= 0")
         if self.client_conns < 1:
             problems.append("--client-conns must be >= 1")
         if self.ride_time <= 0 or self.patience <= 0 or self.client_poll <= 0 or self.timeout <= 0:
@@ -222,7 +225,7 @@ class Simulation:
         poll = t("GET", f"{base}/offer?timeout={poll_wait:g}").encode()
         accept, decline = t("POST", base + "/offer/accept"), t("POST", base + "/offer/decline")
         pos, target = self._point(), self._point()
-        clock.sleep(rng.uniform(0, cfg.interval))  # spread the first pings (and connects)
+        clock.sleep(rng.uniform(0, cfg.ramp or cfg.interval))  # spread the first pings (and connects)
         last = clock.monotonic()
         while True:
             now = clock.monotonic()
