@@ -74,3 +74,19 @@ def test_no_request_gives_a_500(env, spec, tube, task_id, body, session, query):
     if resp.status >= 400 and spec.path != "/health":
         err = orjson.loads(resp.body)["error"]
         assert isinstance(err["code"], str) and isinstance(err["message"], str)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(driver=st.sampled_from(["fifo", "fifottl", "limfifottl", "utube", "utubettl", "nope", ""]),
+       options=st.dictionaries(st.sampled_from(["ttl", "ttr", "pri", "capacity", "max_attempts", "dead_letter",
+                                                "delay", "utube", "x"]), json_values, max_size=4))
+def test_no_tube_options_give_a_500(env, driver, options):
+    for name in env.store.tubes():
+        env.store.tube(name).truncate()
+        env.store.drop_tube(name)
+    resp = env.call("PUT", "/api/v1/tubes/t", body=dumps({"driver": driver, "options": options}))
+    assert resp.status in (201, 400), (driver, options, resp.body)
+    if resp.status == 201:
+        for body in ({"data": 1}, {"data": 2, "pri": 1, "ttl": 5, "delay": 1}, {"tasks": [{"data": 3}]}):
+            assert env.call("POST", "/api/v1/tubes/t/tasks", json=body).status in (200, 201, 400, 503)
+        assert env.call("POST", "/api/v1/tubes/t/take", json={}).status in (200, 204)
