@@ -34,7 +34,8 @@ class App:
         self.state = "starting"
         self.started_at = None
         self.registry = CollectorRegistry(auto_describe=True)
-        self.runtime = Runtime(clock=self.clock, watchdog_limit=cfg.watchdog_limit)
+        self.runtime = Runtime(clock=self.clock, watchdog_limit=cfg.watchdog_limit,
+                               cpu_accounting=cfg.cpu_accounting)
         self.store = None
         self.persistence = None
         self.pg = None
