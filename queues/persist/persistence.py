@@ -103,7 +103,7 @@ class Persistence:
             self.progress = {"phase": "starting", "records": 0}
             recovery = Recovery(self.wal_dir, self.snap_dir, self.clock, self.disk,
                                 force=self.force_recovery, logger=self.log, progress=self.progress)
-            store, result = recovery.run(self.adapter.new, self.adapter.load, self.adapter.apply)
+            store, result = recovery.run(self.adapter.new, self.adapter.load, self.adapter.applier)
             self.recovery = result
             self._remove_stale_temporaries()
             self.journal = Journal(self.wal_dir, self.wal_mode, self.clock,

@@ -30,6 +30,10 @@ log = logging.getLogger("fiberapp.persist")
 
 # Let the loop run (the HTTP server answers /health with 503) this often during replay.
 YIELD_EVERY = 10_000
+# Offsets closer than this are the same clock (time() - monotonic() read at two instants
+# jitters by microseconds; NTP slews by milliseconds over hours): deadlines are restored
+# to the millisecond, and a restart on the same boot skips the rewrite of every record.
+CLOCK_EPSILON = 0.001
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Recovery:
         """Returns (store, RecoveryResult).
 
         new_store() -> an empty store; load_store(dump) -> a store holding dump;
-        apply(store, op) replays one operation.
+        apply(store) -> a function replaying one operation on store.
         """
         started = time.monotonic()
         result = self.result
@@ -92,7 +96,8 @@ class Recovery:
                 result.fallbacks.append(str(exc))
                 continue
             self.log.info("recovering from snapshot %s (lsn %d)", path, lsn)
-            store = load_store(snapfile.expand(dump, offset - now_offset))
+            delta = offset - now_offset
+            store = load_store(snapfile.expand(dump, delta if abs(delta) >= CLOCK_EPSILON else 0))
             result.snapshot_lsn = result.last_lsn = lsn
             result.snapshot_path = path
             return store
@@ -127,15 +132,17 @@ class Recovery:
             self.progress.update(phase="wal", file=path)
             reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped,
                                    covered=result.snapshot_lsn)
+            apply_op = apply(store)
             for offset, lsn, rec_offset, op in reader:
-                if lsn < expected:
-                    continue  # already in the snapshot (or a duplicate after a skip)
-                if lsn > expected:
+                if lsn != expected:
+                    if lsn < expected:
+                        continue  # already in the snapshot (or a duplicate after a skip)
                     self._damage(WalGap(
                         f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
                         f"{offset} (a segment was removed or lost)"))
+                delta = rec_offset - now_offset
                 try:
-                    apply(store, shift(op, rec_offset - now_offset))
+                    apply_op(shift(op, delta) if delta >= CLOCK_EPSILON or delta <= -CLOCK_EPSILON else op)
                 except Exception as exc:  # a record that does not fit the state is damage too
                     self._damage(WalCorrupt(path, offset, f"cannot apply lsn {lsn}: {exc!r}"))
                     expected = lsn + 1

@@ -13,10 +13,13 @@ Damage rules (the reader is read-only; recovery decides what to change):
   resynchronises on the next valid record.
 """
 import os
+import zlib
 from dataclasses import dataclass
 
+import msgpack
+
 from .errors import WalCorrupt
-from .record import MAGIC_BYTES, BadRecord, decode_at
+from .record import BODY_PREFIX, HEADER, HEADER_SIZE, MAGIC, MAGIC_BYTES, MAX_BODY, VERSION, BadRecord, decode_at
 
 FILE_HEADER = b"fiberapp-wal 1\n\x00"
 SUFFIX = ".wal"
@@ -93,7 +96,27 @@ class SegmentReader:
             return
         off = len(FILE_HEADER)
         view = memoryview(data)  # records are decoded without copying their bytes
+        head, prefix, crc32, unpackb = HEADER.unpack_from, BODY_PREFIX.unpack_from, zlib.crc32, msgpack.unpackb
+        body_min = BODY_PREFIX.size
         while off < n:
+            # The fast path: a sound record (the checks of decode_at, inlined: recovery
+            # spends a good part of its time here).
+            if n - off >= HEADER_SIZE:
+                magic, length, crc = head(view, off)
+                stop = off + HEADER_SIZE + length
+                if magic == MAGIC and body_min <= length <= MAX_BODY and stop <= n:
+                    body = view[off + HEADER_SIZE:stop]
+                    if crc32(body) == crc:
+                        version, lsn, wall_offset = prefix(body, 0)
+                        if version == VERSION:
+                            try:
+                                op = unpackb(body[body_min:], raw=False, strict_map_key=False)
+                            except Exception:
+                                op = None
+                            if type(op) is dict:
+                                yield off, lsn, wall_offset, op
+                                off = self.end = stop
+                                continue
             try:
                 lsn, wall_offset, op, nxt = decode_at(view, off)
             except BadRecord as exc:

@@ -19,8 +19,9 @@ class QueueStoreAdapter:
 
         return Store.load(dump, clock=self.clock, journal=None, **self.store_options)
 
-    def apply(self, store, op):
-        store.apply(op)
+    def applier(self, store):
+        """The function recovery calls with each operation."""
+        return store.apply
 
     def attach(self, store, journal):
         # Store caches the bound log method (one attribute lookup less per op).

@@ -45,8 +45,9 @@ class KVAdapter:
     def load(self, dump):
         return KVStore(dump["items"])
 
-    def apply(self, store, op):
-        store.apply(op)
+    def applier(self, store):
+        """The function recovery calls with each operation."""
+        return store.apply
 
     def attach(self, store, journal):
         store.journal = journal

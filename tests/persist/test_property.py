@@ -90,7 +90,7 @@ def test_recovered_state_equals_the_state_before(history, downtime, mode):
         later = FakeClock(start=50.0, wall=clock.time() + downtime)
         recovery = Recovery(p.wal_dir, p.snap_dir, later, Disk())
         recovered, _result = recovery.run(QueueStoreAdapter(later).new, QueueStoreAdapter(later).load,
-                                          adapter.apply)
+                                          adapter.applier)
         assert recovered.dump() == shift(before, offset_before - wall_offset(later))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
