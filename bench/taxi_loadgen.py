@@ -83,9 +83,9 @@ def run_measured(cmd):
     return out, wall, ru.ru_utime + ru.ru_stime
 
 
-def loadgen(url, drivers, interval, orders, duration):
+def loadgen(url, drivers, interval, orders, duration, ramp=0.0):
     cmd = [sys.executable, "-m", "fiberapp.loadgen.cli", "taxi", "--url", url, "--drivers", str(drivers),
-           "--interval", str(interval), "--orders", str(orders), "--duration", str(duration),
+           "--interval", str(interval), "--orders", str(orders), "--duration", str(duration), "--ramp", str(ramp),
            "--client-poll", "2", "--patience", "20", "--json", "--quiet"]
     out, wall, cpu = run_measured(cmd)
     rep = json.loads(out)
@@ -111,18 +111,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke)")
-    ap.add_argument("--only", choices=("small", "large"), help="run one scenario (and wrk)")
+    ap.add_argument("--only", choices=("small", "large", "ramp"), help="run one scenario (and wrk)")
     args = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (apt-get install {tool})")
     short = args.quick
     scenarios = [
-        ("2,000 drivers, ping every 1 s", 2000, 1.0, 50, 5 if short else 15),
-        ("20,000 drivers, ping every 5 s", 20000, 5.0, 100, 10 if short else 30),
+        ("2,000 drivers, ping every 1 s", 2000, 1.0, 50, 5 if short else 15, 0.0),
+        ("20,000 drivers, ping every 5 s", 20000, 5.0, 100, 10 if short else 30, 0.0),
+        ("20,000 drivers, ping every 5 s, --ramp 20", 20000, 5.0, 100, 20 if short else 40, 20.0),
     ]
     if args.only:
-        scenarios = [scenarios[0 if args.only == "small" else 1]]
+        scenarios = [scenarios[("small", "large", "ramp").index(args.only)]]
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         conf = os.path.join(tmp, "nginx.conf")
@@ -137,8 +138,8 @@ def main():
             wrk_us = statistics.median(r["cpu_us_per_req"] for r in peer)
             print(f"wrk -t1 -c200: {statistics.median(r['rps'] for r in peer):,.0f} req/s, "
                   f"{wrk_us:.1f} us CPU/request")
-            for name, drivers, interval, orders, duration in scenarios:
-                runs = [loadgen(url, drivers, interval, orders, duration) for _ in range(args.runs)]
+            for name, drivers, interval, orders, duration, ramp in scenarios:
+                runs = [loadgen(url, drivers, interval, orders, duration, ramp) for _ in range(args.runs)]
                 med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
                 print(f"loadgen {name} ({orders} orders/s, {duration} s): "
                       f"{med('rps'):,.0f} req/s of {runs[0]['target']:,.0f} aimed, "
