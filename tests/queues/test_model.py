@@ -137,6 +137,7 @@ class StoreVsModel(RuleBasedStateMachine):
         else:
             self.tube.bury(tid)
             t["state"] = "buried"
+            self.settle()  # its ttl may have passed while it was taken: expires at once
 
     @rule(n=st.integers(0, 3))
     def kick(self, n):
@@ -144,6 +145,7 @@ class StoreVsModel(RuleBasedStateMachine):
         assert self.tube.kick(n) == min(n, len(buried))
         for _, tid in buried[:n]:
             self.model.tasks[tid]["state"] = "ready"
+        self.settle()
 
     @precondition(lambda self: self.ids())
     @rule(data=st.data())
@@ -152,11 +154,15 @@ class StoreVsModel(RuleBasedStateMachine):
         self.tube.delete(tid)
         del self.model.tasks[tid]
 
+    def settle(self):
+        """What the ticker does at once (deadlines already past), in store and model."""
+        self.store.tick()
+        self.model.settle(self.now())
+
     @rule(dt=st.sampled_from([0.5, 1, 2.5, 6]))
     def advance(self, dt):
         self.clock.advance(dt)
-        self.store.tick()
-        self.model.settle(self.now())
+        self.settle()
 
     @invariant()
     def agree(self):
