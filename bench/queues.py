@@ -4,6 +4,8 @@ the same run.
 
     .venv/bin/python -m bench.queues                 # every scenario, 5 runs each
     .venv/bin/python -m bench.queues --runs 3 --cycles 100000 --only empty,ready_10k
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+        .venv/bin/python -m bench.queues --one empty --cycles 30000   # instructions
 
 Scenarios (the backlog stays constant while the cycles run):
     empty         nothing else in the tube
@@ -95,7 +97,17 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cycles", type=int, default=200_000)
     parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--one", metavar="SCENARIO",
+                        help="run one scenario (or 'bare') once, print nothing: for instruction "
+                             "counting under valgrind, where the noise of a shared host vanishes")
     args = parser.parse_args(argv)
+    if args.one:
+        if args.one == "bare":
+            bare_python(args.cycles)
+        else:
+            _, tube, keys = make_store(args.one)
+            store_cycles(tube, keys, args.cycles)
+        return
     scenarios = [s for s in args.only.split(",") if s]
     print(f"python {sys.version.split()[0]}; {args.runs} runs x {args.cycles} cycles; 100-byte tasks")
     base_wall, base_cpu = [], []
