@@ -33,6 +33,7 @@ from fiberapp.runtime.clock import SystemClock  # noqa: E402
 from queues.persist import open_store  # noqa: E402
 
 DATA = b"x" * 100
+PEER_FLAGS = {"none": "(no binlog)", "write": "-b -F (binlog, no fsync)", "fsync": "-b -f0 (fsync every write)"}
 
 
 def _pct(values, p):
@@ -108,6 +109,101 @@ def cycles(args):
                   f"{med['p99_ms']:>10.3f} {med['batch_p99_ms']:>12.3f} "
                   f"{'' if rpb is None else format(rpb, '.1f'):>9}   "
                   f"(runs: {', '.join(format(r['cycles_per_s'], ',.0f') for r in runs)})", flush=True)
+            if args.peer and shutil.which("beanstalkd"):
+                peer = sorted(beanstalk_run(mode, fibers, args.seconds, args.dir)["cycles_per_s"]
+                              for _ in range(args.runs))
+                median = peer[len(peer) // 2]
+                print(f"{'':8} {'':>6} {median:>10,.0f}  beanstalkd 1.12 {PEER_FLAGS[mode]}, "
+                      f"loopback, same client fibers: fiberapp/beanstalkd = "
+                      f"{med['cycles_per_s'] / median:.2f}x", flush=True)
+
+
+class Beanstalk:
+    """The smallest beanstalkd client that can do put / reserve / delete (text protocol)."""
+
+    def __init__(self, port):
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("beanstalkd closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def put(self, data):
+        self.sock.sendall(b"put 0 0 60 %d\r\n%s\r\n" % (len(data), data))
+        line = self._line()
+        assert line.startswith(b"INSERTED"), line
+        return int(line.split()[1])
+
+    def reserve(self):
+        self.sock.sendall(b"reserve-with-timeout 0\r\n")
+        line = self._line()
+        if not line.startswith(b"RESERVED"):
+            return None
+        _, jid, size = line.split()
+        while len(self.buf) < int(size) + 2:
+            self.buf += self.sock.recv(65536)
+        self.buf = self.buf[int(size) + 2:]
+        return int(jid)
+
+    def delete(self, jid):
+        self.sock.sendall(b"delete %d\r\n" % jid)
+        line = self._line()
+        assert line == b"DELETED", line
+
+
+def beanstalk_run(mode, fibers, seconds, base):
+    """The same cycle against beanstalkd: none = no binlog, write = binlog without fsync
+    (-F), fsync = binlog fsynced on every write (-f0). One connection per fiber."""
+    import socket
+    import subprocess
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    data_dir = tempfile.mkdtemp(dir=base)
+    cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
+    if mode == "write":
+        cmd += ["-b", data_dir, "-F"]
+    elif mode == "fsync":
+        cmd += ["-b", data_dir, "-f0"]
+    proc = subprocess.Popen(cmd)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                gevent.sleep(0.01)  # the server is starting: a readiness poll, not a timing
+        counts = [0]
+        perf = time.perf_counter
+
+        def worker():
+            client = Beanstalk(port)
+            deadline = perf() + seconds
+            while perf() < deadline:
+                client.put(DATA)
+                jid = client.reserve()
+                if jid is not None:
+                    client.delete(jid)
+                    counts[0] += 1
+
+        started = perf()
+        gevent.joinall([gevent.spawn(worker) for _ in range(fibers)], raise_error=True)
+        return {"cycles_per_s": counts[0] / (perf() - started)}
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class StallMonitor:
@@ -220,16 +316,30 @@ def recovery(args):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def calibrate():
+    """How fast this machine runs plain Python right now (other processes share it)."""
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(2_000_000):
+        x += i
+    took = time.perf_counter() - t0
+    print(f"calibration: 2M-iteration Python loop took {took * 1e3:.0f} ms "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(prog="bench.persist", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["cycles", "snapshot", "recovery", "all"], nargs="?", default="all")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--no-peer", dest="peer", action="store_false",
+                        help="skip the beanstalkd runs in `cycles`")
     parser.add_argument("--baseline", type=float, default=10.0,
                         help="seconds of stall monitoring without a snapshot, for comparison")
     parser.add_argument("--dir", default=None, help="where the data directories go (default: TMPDIR)")
     args = parser.parse_args()
+    calibrate()
     for name in ("cycles", "snapshot", "recovery"):
         if args.what in (name, "all"):
             globals()[name](args)
