@@ -287,9 +287,13 @@ def test_two_worker_processes_merge(serve):
     assert any("2 processes" in n for n in results.notes)
     created = {oid for oid, r in results.orders.items() if r["created"] is not None}
     assert created and created <= {str(i) for i in fake.orders}
-    # The final check ran after every driver stopped: the states agree.
-    for oid in created:
-        assert results.orders[oid]["state"] == fake.orders[int(oid)]["state"]
+    # The final check ran after every driver stopped, so the states agree, except that a
+    # state-changing request abandoned at the stop may reach the server after the check
+    # read that order (real processes, real time): at most one order each.
+    late = sum(results.abandoned.get(ep, 0) for ep in ("offer_accept", "offer_decline", "arriving",
+                                                        "complete", "order_cancel"))
+    differ = [oid for oid in created if results.orders[oid]["state"] != fake.orders[int(oid)]["state"]]
+    assert len(differ) <= late, (differ, late)
     assert sum(rep["orders"].values()) == len(created)
 
 
