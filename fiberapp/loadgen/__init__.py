@@ -3,6 +3,7 @@
 histogram -- mergeable log-bucket latency histogram (percentiles)
 client    -- a small keep-alive HTTP/1.1 client on gevent sockets, httptools parsing
 results   -- per-endpoint counters, errors by kind, orders, merge and report
+config    -- TaxiConfig (the options) and the rush-hour rate curve
 taxi      -- the simulation: drivers, clients, rush-hour order arrivals
 worker    -- the entry point of one worker process when connections are spread
 cli       -- the click group ``bench`` with the ``taxi`` command

@@ -10,8 +10,8 @@ import click
 import gevent
 import orjson
 
+from fiberapp.loadgen.config import LoadgenError, TaxiConfig
 from fiberapp.loadgen.results import format_report
-from fiberapp.loadgen.taxi import LoadgenError, TaxiConfig
 from fiberapp.loadgen.worker import run
 
 _D = TaxiConfig()

@@ -24,8 +24,9 @@ import gevent
 import gevent.event
 import orjson
 
+from fiberapp.loadgen.config import LoadgenError, TaxiConfig
 from fiberapp.loadgen.results import Results
-from fiberapp.loadgen.taxi import LoadgenError, Simulation, TaxiConfig
+from fiberapp.loadgen.taxi import Simulation
 
 RESERVED_FDS = 64  # stdio, the hub, DNS, log files...
 PROGRESS_EVERY = 0.5
