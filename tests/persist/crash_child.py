@@ -26,7 +26,7 @@ def run(data_dir, out_fd, seed, fibers=16):
     """Never returns: runs until killed."""
     store, persistence = open_store(
         data_dir, SystemClock(), wal_mode="fsync", wal_max_size=32 << 10,
-        checkpoint_wal_threshold=16 << 10, checkpoint_interval=3600, checkpoint_count=2)
+        checkpoint_wal_threshold=8 << 10, checkpoint_interval=3600, checkpoint_count=2)
     persistence.start()
     tube = store.create_tube("q", "fifo", if_not_exists=True)
 
