@@ -28,11 +28,13 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from .disconnect import DisconnectWatch, peer_gone
 from .errors import BadRequest, ClientDisconnected
 from .request import Request, decode_path
+from .router import NO_PARAMS
 from .response import error_response
 
 log = logging.getLogger("fiberapp.http")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_new_object = object.__new__
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")}
 
 
@@ -53,7 +55,7 @@ class _Reject(Exception):
 class Connection:
     __slots__ = (
         "server", "sock", "addr", "parser", "_ready", "_url", "_headers", "_body", "_body_size",
-        "_hdr_size", "_hdr_raw", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
+        "_hdr_size", "_hdr_raw", "_conn_hdr", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
         "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_sending", "_watches", "_closed", "_max_header", "_max_body",
     )
 
@@ -86,6 +88,7 @@ class Connection:
         self._body_size = 0
         self._hdr_size = 0
         self._hdr_raw = 0
+        self._conn_hdr = False
         self._expect = False
         self._continue_sent = False
         self._hdr_clock = False  # the header deadline starts at a request's first byte
@@ -103,11 +106,13 @@ class Connection:
         if size > self._max_header:
             raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
         n = len(name)
-        if n == 14 or n == 6:  # only then can it be Content-Length or Expect
+        if n == 14 or n == 10 or n == 6:  # only then can it be Content-Length, Connection or Expect
             self._framing_header(name.lower(), value)
 
     def _framing_header(self, name, value):
-        if name == b"content-length":
+        if name == b"connection":
+            self._conn_hdr = True
+        elif name == b"content-length":
             # Refuse before reading (or inviting, with 100-continue) the body.
             if value.strip().isdigit() and int(value) > self._max_body:
                 raise _Reject(413, "payload_too_large", f"body larger than {self._max_body} bytes")
@@ -130,10 +135,17 @@ class Connection:
         p = self.parser
         body = self._body
         self._in_message = False
+        keep_alive = p.should_keep_alive()
+        if self._conn_hdr:
+            version = p.get_http_version()
+        else:
+            # Without a Connection header, keep-alive is exactly "HTTP/1.1" (1.0 closes by
+            # default), and get_http_version() formats a string: skip it on the hot path.
+            version = "1.1" if keep_alive else "1.0"
         self._ready.append(self._make_request(
             p.get_method(), self._url, self._headers,
             b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
-            p.get_http_version(), p.should_keep_alive(),
+            version, keep_alive,
         ))
         # Drop our references: an idle keep-alive connection should hold no request data.
         self._url = self._headers = self._body = None
@@ -344,7 +356,23 @@ class Connection:
                 query = raw_query.decode("latin-1")
             except BadRequest as exc:
                 return error_response(400, exc.code, exc.message)
-        return Request(meth, path, query, headers, body, version, keep_alive, self.addr, self)
+        # Request.__init__ inlined (same fields, same order): a Python __init__ behind a
+        # class call costs more than the fourteen stores themselves.
+        rq = _new_object(Request)
+        rq.method = meth
+        rq.path = path
+        rq.query_string = query
+        rq.raw_headers = headers
+        rq.body = body
+        rq.version = version
+        rq.keep_alive = keep_alive
+        rq.remote_addr = self.addr
+        rq.params = NO_PARAMS
+        rq.route = None
+        rq._headers = None
+        rq._query = None
+        rq._conn = self
+        return rq
 
     def _send(self, data):
         # Fast path: a small response fits the socket buffer in one non-blocking send.

@@ -32,7 +32,7 @@ class Request:
         self.version = version          # "1.1" or "1.0"
         self.keep_alive = keep_alive
         self.remote_addr = remote_addr
-        self.params = {}                # typed path parameters, set by the router
+        self.params = {}                # typed path parameters (a read-only mapping), set by the router
         self.route = None               # the matched Route, set by the router
         self._headers = None
         self._query = None

@@ -34,6 +34,8 @@ def _ct_line(ct):
     return b"Content-Type: " + (ct if isinstance(ct, bytes) else ct.encode("latin-1")) + b"\r\n"
 
 
+_SMALL = 4096
+_LENGTH_LINES = tuple(b"Content-Length: %d\r\n" % n for n in range(_SMALL))  # pre-encoded, immutable
 _CT_LINES = MappingProxyType({ct: _ct_line(ct) for ct in (JSON, TEXT, OCTETS)})
 
 
@@ -88,21 +90,20 @@ class Response:
     def encode(self, date_line, keep_alive, http10=False, head_only=False):
         """The whole response (status line, headers, blank line, body) as one bytes."""
         status = self.status
-        line = _STATUS_LINES.get(status) or status_line(status)
         body = self.body
+        parts = [_STATUS_LINES.get(status) or status_line(status), date_line]
         if status >= 200 and status != 204 and status != 304:
+            n = len(body)
+            parts.append(_LENGTH_LINES[n] if n < _SMALL else b"Content-Length: %d\r\n" % n)
             ct = self.content_type
-            if ct is None:
-                framing = b"Content-Length: %d\r\n" % len(body)
-            else:
-                framing = b"Content-Length: %d\r\n%s" % (len(body), _CT_LINES.get(ct) or _ct_line(ct))
-        else:
-            framing = b""
-        extra = b"".join([f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers]) if self.headers else b""
-        end = _END_KEEP_10 if http10 and keep_alive else _END if keep_alive else _END_CLOSE
-        if head_only:
-            body = b""
-        return b"%s%s%s%s%s%s" % (line, date_line, framing, extra, end, body)
+            if ct is not None:
+                parts.append(_CT_LINES.get(ct) or _ct_line(ct))
+        if self.headers:
+            parts.append("".join([f"{k}: {v}\r\n" for k, v in self.headers]).encode("latin-1"))
+        parts.append(_END_KEEP_10 if http10 and keep_alive else _END if keep_alive else _END_CLOSE)
+        if not head_only:
+            parts.append(body)
+        return b"".join(parts)
 
     def __repr__(self):
         return f"<Response {self.status} {len(self.body)} bytes>"
@@ -113,10 +114,10 @@ def to_response(value):
     t = type(value)
     if t is Response:
         return value
-    if t is dict or t is list:
-        return Response(orjson.dumps(value), 200, None, JSON)
     if t is str:
-        return Response(value.encode("utf-8"), 200, None, TEXT)
+        return _fast(value.encode("utf-8"), TEXT)
+    if t is dict or t is list:
+        return _fast(orjson.dumps(value), JSON)
     if isinstance(value, (dict, list)):
         return Response(orjson.dumps(value), 200, None, JSON)
     if isinstance(value, str):
@@ -132,6 +133,19 @@ def to_response(value):
         resp.status = value[1]
         return resp
     raise TypeError(f"a handler returned {type(value).__name__}: return a Response, dict, list, str, bytes or None")
+
+
+def _fast(body, content_type):
+    """Response(body, 200, None, content_type) without the Python __init__ (hot path)."""
+    resp = _new_object(Response)
+    resp.status = 200
+    resp.body = body
+    resp.content_type = content_type
+    resp.headers = ()
+    return resp
+
+
+_new_object = object.__new__
 
 
 def error_response(status, code, message, headers=()):

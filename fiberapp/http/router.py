@@ -25,6 +25,7 @@ logged with its traceback and answered with 500 (that request only).
 import logging
 import re
 import uuid
+from types import MappingProxyType
 
 from .errors import ErrorMap, HTTPError, MethodNotAllowed, NotFound, RouteError
 from .response import Response, error_response, to_response
@@ -32,6 +33,7 @@ from .response import Response, error_response, to_response
 log = logging.getLogger("fiberapp.http")
 
 ANY = "*"
+NO_PARAMS = MappingProxyType({})  # shared by every request to a route without parameters
 
 _CONVERTERS = {
     "str": (r"[^/]+", str),
@@ -212,7 +214,7 @@ class Router:
             if route is None and method == "HEAD":
                 route = by_method.get("GET")
             if route is not None:
-                return route, {}
+                return route, NO_PARAMS
         allowed = set(by_method) if by_method else set()
         fallback = None
         for route in self._dynamic:
