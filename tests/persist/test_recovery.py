@@ -288,3 +288,58 @@ def test_task_data_with_at_keys_is_not_taken_for_a_deadline(tmp_path):
         assert task.data == payload
         assert task.ready_at == pytest.approx(later.monotonic() - 40)  # due 60 s after put
     p2.close()
+
+
+def test_disk_full_with_the_queue_store_fails_the_put_and_applies_nothing(tmp_path):
+    from queues.persist import WalDiskFull, open_store
+
+    clock = FakeClock()
+    disk = FaultyDisk()
+    store, p = open_store(str(tmp_path), clock, wal_mode="fsync", disk=disk)
+    p.journal.reserve_chunk = 1024  # run out of the reservation quickly
+    tube = store.create_tube("jobs", "fifo")
+    kept = tube.put("kept")
+    disk.fail("fallocate", errno.ENOSPC)
+    with pytest.raises(WalDiskFull):
+        for i in range(100):
+            tube.put("x" * 100)
+    before = store.dump()
+    ids = [t["id"] for t in before["tasks"]]
+    with pytest.raises(WalDiskFull):
+        tube.put("y" * 100)  # as large as the one that did not fit
+    assert store.dump() == before  # nothing of the refused put is in memory
+    assert tube.peek(kept.id).data == "kept"  # reads keep working
+    disk.heal()
+    resumed = tube.put("resumed")
+    assert resumed.id == max(ids) + 1  # no id was burnt by the refused puts
+    p.close()
+    store2, p2 = open_store(str(tmp_path), clock, wal_mode="fsync")
+    assert [t["id"] for t in store2.dump()["tasks"]] == ids + [resumed.id]
+    p2.close()
+
+
+def test_eio_on_fsync_with_the_queue_store(tmp_path):
+    from queues.persist import WalIOError, open_store
+
+    clock = FakeClock()
+    disk = FaultyDisk()
+    store, p = open_store(str(tmp_path), clock, wal_mode="fsync", disk=disk)
+    tube = store.create_tube("jobs", "fifo")
+    tube.put("a")
+    disk.fail("fdatasync", errno.EIO)
+    with pytest.raises(WalIOError):
+        tube.put("b")  # applied in memory, not durable yet: the caller is told
+    with pytest.raises(WalIOError):
+        tube.put("c")  # refused while the WAL is broken: not applied
+    assert [t.data for t in tube.tasks()] == ["a", "b"]
+    assert not p.journal.wait_repair(10)
+    disk.heal()
+    clock.advance(2)
+    with pytest.raises(WalIOError):
+        tube.put("c")  # starts the repair
+    assert p.journal.wait_repair(10)
+    tube.put("d")
+    p.close()
+    store2, p2 = open_store(str(tmp_path), clock, wal_mode="fsync")
+    assert [t.data for t in store2.tube("jobs").tasks()] == ["a", "b", "d"]
+    p2.close()
