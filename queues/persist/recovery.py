@@ -60,6 +60,7 @@ class Recovery:
         self.log = logger or log
         self.progress = progress if progress is not None else {}
         self.result = RecoveryResult()
+        self._just_skipped = False
 
     def run(self, new_store, load_store, apply):
         """Returns (store, RecoveryResult).
@@ -137,9 +138,14 @@ class Recovery:
                 if lsn != expected:
                     if lsn < expected:
                         continue  # already in the snapshot (or a duplicate after a skip)
-                    self._damage(WalGap(
-                        f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
-                        f"{offset} (a segment was removed or lost)"))
+                    if self._just_skipped:  # force recovery: the hole is the data just skipped
+                        self.log.error("force recovery: WAL records %d..%d were in the skipped data",
+                                       expected, lsn - 1)
+                    else:
+                        self._damage(WalGap(
+                            f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
+                            f"{offset} (a segment was removed or lost)"))
+                self._just_skipped = False
                 delta = rec_offset - now_offset
                 try:
                     apply_op(shift(op, delta) if delta >= CLOCK_EPSILON or delta <= -CLOCK_EPSILON else op)
@@ -182,6 +188,7 @@ class Recovery:
         self.log.error("force recovery: skipping damaged WAL data in %s at offset %d: %s",
                        damage.path, damage.offset, damage.reason)
         self.result.skipped.append(damage)
+        self._just_skipped = True
 
     def _damage(self, exc):
         if not self.force:
