@@ -36,7 +36,9 @@ def open_store(app):
         cfg.data_dir, clock=app.clock, runtime=app.runtime, wal_mode=cfg.wal_mode,
         max_task_size=cfg.max_task_size, wal_max_size=cfg.wal_max_size,
         checkpoint_interval=cfg.checkpoint_interval, checkpoint_count=cfg.checkpoint_count,
-        checkpoint_wal_threshold=cfg.checkpoint_wal_threshold, force_recovery=cfg.force_recovery)
+        checkpoint_wal_threshold=cfg.checkpoint_wal_threshold, force_recovery=cfg.force_recovery,
+        # /health reads the recovery progress while open_store() is still replaying
+        on_persistence=lambda persistence: setattr(app, "persistence", persistence))
 
 
 def open_databases(app):

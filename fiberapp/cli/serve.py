@@ -37,5 +37,6 @@ def _wants_traceback(exc):
     script or a bug needs its traceback."""
     from fiberapp.runtime.errors import FiberappError
     from fiberapp.scripts import ScriptError
+    from queues.errors import QueueError  # a damaged WAL, a locked data directory
 
-    return isinstance(exc, ScriptError) or not isinstance(exc, FiberappError)
+    return isinstance(exc, ScriptError) or not isinstance(exc, (FiberappError, QueueError))
