@@ -16,7 +16,7 @@ import logging
 
 from queues import options as opt
 from queues.drivers.registry import Registry
-from queues.errors import NoSuchTube, StoreStopped, TubeBusy, TubeExists
+from queues.errors import NoSuchTube, TubeBusy, TubeExists
 from queues.ops import INF, ApplyMixin
 from queues.sessions import Sessions
 from queues.snapshot import SnapshotMixin
@@ -317,7 +317,3 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
     @property
     def running(self):
         return self._ticker is not None
-
-    def _check_running(self):
-        if self._ticker is None:
-            raise StoreStopped("the store is not running")
