@@ -98,8 +98,11 @@ def data(value, max_size):
         size = len(value)
     elif kind is str:
         size = len(value)
-        if size * 4 > max_size:  # only encode when the character count leaves doubt
-            size = len(value.encode("utf-8", "surrogatepass"))
+        if not value.isascii():
+            try:  # lone surrogates cannot be stored (nor logged): refuse them here
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidData("task data is not valid Unicode (lone surrogate)") from None
     elif value is None or kind is bool or kind is int or kind is float:
         if kind is float and not math.isfinite(value):
             raise InvalidData(f"task data {value!r} is not JSON-serialisable")

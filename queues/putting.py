@@ -19,8 +19,9 @@ class PutMixin:
             raise NoSuchTube(self.name)
         kind = type(data)
         if (pri is None and ttl is None and ttr is None and delay is None and utube is None
-                and key is None and not self.driver.capacity and (kind is bytes or kind is str)
-                and len(data) * 4 <= store.max_task_size):
+                and key is None and not self.driver.capacity
+                and (kind is bytes or (kind is str and data.isascii()))
+                and len(data) <= store.max_task_size):
             # The common case, kept lean: defaults only, data that needs no conversion.
             now = store._now()
             rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,

@@ -155,3 +155,16 @@ def test_ttr_lapse_past_max_attempts_dead_letters(store, clock):
     assert moved.state == READY and moved.history[0]["timeouts"] == 1
     assert events == ["dead_letter"]
     assert tube.statistics()["tasks"]["total"] == 0 and tube.statistics()["calls"]["ttr_expired"] == 1
+
+
+def test_data_edge_cases_are_typed_errors(store):
+    tube = store.create_tube("t", "fifo")
+    for bad in ("\ud800", {"k": "\udfff"}, {1: "int key"}, {"x": object()}, float("nan")):
+        with pytest.raises(errors.InvalidData):
+            tube.put(bad)
+    assert tube.put("é" * 10).data == "é" * 10
+    small = type(store)(max_task_size=8).create_tube("s", "fifo")
+    with pytest.raises(errors.TaskTooLarge):
+        small.put("é" * 5)  # 5 characters, 10 bytes in UTF-8
+    assert small.put("e" * 8).data == "e" * 8
+    assert tube.statistics()["tasks"]["total"] == 1
