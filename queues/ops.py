@@ -237,10 +237,23 @@ class ApplyMixin:
         return task
 
     def _apply_ack(self, op):
+        # _remove written out for the TAKEN case: ack is a third of every cycle
         tube = self._tubes[op["tube"]]
-        task = tube._tasks[op["id"]]
+        task = tube._tasks.pop(op["id"])
+        if task.state != TAKEN:
+            raise ReplayError(f"ack of task {task.id} in state {task.state}")
         tube.calls["ack"] += 1
-        self._remove(tube, task)
+        tube.counts[TAKEN] -= 1
+        tube.done += 1
+        task.state = DONE
+        key = task.key
+        if key is not None and tube.keys.get(key) == task.id:
+            del tube.keys[key]
+        mine = self.sessions._taken.get(task.session)
+        if mine is not None:
+            mine.pop(task.id, None)
+        task.session = None
+        tube.driver.changed(task, TAKEN)
         return task
 
     def _apply_delete(self, op):

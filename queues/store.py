@@ -13,6 +13,7 @@ raise (a QueueError such as WalError): the op is then not applied and the caller
 error. ``journal.wait(token)`` is called only when log returned a token other than None.
 """
 import logging
+import time as _time
 
 from queues import options as opt
 from queues.drivers.registry import Registry
@@ -43,7 +44,12 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
 
             clock = SystemClock()
         self.clock = clock
-        self._now = clock.monotonic
+        # The hot paths read the clock through _now; for the system clock, skip its method.
+        monotonic = clock.monotonic
+        if getattr(monotonic, "__func__", None) is getattr(type(clock), "monotonic", None) and \
+                type(clock).__name__ == "SystemClock" and type(clock).__module__ == "fiberapp.runtime.clock":
+            monotonic = _time.monotonic
+        self._now = monotonic
         self.journal = journal if journal is not None else NullJournal()
         self._log = self.journal.log
         self.max_task_size = opt.count("max_task_size", max_task_size, minimum=1, allow_none=False)
