@@ -9,7 +9,7 @@ import orjson
 from fiberapp.http.response import JSON, Response
 
 from .auth import TokenCheck
-from .errors import InvalidJson, Unavailable, error_body
+from .errors import InvalidJson, Unavailable
 from .sessions import HEADER as SESSION_HEADER
 from .sessions import SessionTracker, new_token, parse_token
 
@@ -101,10 +101,6 @@ class Api:
 
 def reply(obj, status=200, headers=None):
     return Response(orjson.dumps(obj), status, headers, JSON)
-
-
-def error_reply(status, code, message, headers=None):
-    return Response(orjson.dumps(error_body(code, message)), status, headers, JSON)
 
 
 def session_header(name):

@@ -156,10 +156,6 @@ def _snake(name):
     return "".join(out)
 
 
-def error_body(code, message):
-    return {"error": {"code": code, "message": message}}
-
-
 def _is_queue_error(exc):
     # Imported lazily: the API maps the store's errors, it does not own them.
     try:

@@ -7,7 +7,9 @@ from fiberapp.http.errors import HTTPError
 from fiberapp.http.router import Route
 
 from . import openapi
-from .context import Api, error_reply
+from fiberapp.http.response import error_response
+
+from .context import Api
 from .errors import ApiError, NotFound, status_and_code
 from .metrics import LoopLag, StoreCollector
 from .routes import ROUTES
@@ -79,12 +81,12 @@ def _wrap(api, spec):
                 token.check(request.headers.get("authorization"))
             return handler(api, request, **request.params)
         except HTTPError as exc:  # e.g. a query string that is not UTF-8
-            return error_reply(exc.status, exc.code, exc.message, list(exc.headers) or None)
+            return error_response(exc.status, exc.code, exc.message, list(exc.headers) or ())
         except Exception as exc:
             mapped = status_and_code(exc)
             if mapped is None:
                 raise  # a bug in fiberapp: the server logs it and answers 500
-            return error_reply(*mapped, getattr(exc, "headers", None))
+            return error_response(*mapped, getattr(exc, "headers", None) or ())
 
     call.__name__ = getattr(handler, "__name__", "api")
     call.__doc__ = getattr(handler, "__doc__", None)

@@ -148,6 +148,11 @@ def _fast(body, content_type):
 _new_object = object.__new__
 
 
+def error_body(code, message):
+    """The JSON body every error has, from the server, the router and the API alike:
+    {"error": {"code": "snake_case", "message": "..."}}."""
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(status, code, message, headers=()):
-    """The JSON body every error has: {"error": code, "message": message}."""
-    return Response(orjson.dumps({"error": code, "message": message}), status, headers, JSON)
+    return Response(orjson.dumps(error_body(code, message)), status, headers, JSON)

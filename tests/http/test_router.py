@@ -66,7 +66,7 @@ def test_path_param_takes_the_rest(router):
 def test_404_and_405_with_allow(router):
     resp = call(router, "GET", "/nowhere")
     assert resp.status == 404
-    assert resp.json_body()["error"] == "not_found"
+    assert resp.json_body()["error"]["code"] == "not_found"
     resp = call(router, "DELETE", "/api/v1/tubes/t/tasks/1")
     assert resp.status == 405
     assert resp.header("Allow") == "GET, HEAD"
@@ -110,7 +110,7 @@ def test_a_raising_handler_gives_500_and_is_logged(caplog):
     r.add("GET", "/boom", boom)
     resp = call(r, "GET", "/boom")
     assert resp.status == 500
-    assert resp.json_body() == {"error": "internal_error", "message": "internal server error"}
+    assert resp.json_body() == {"error": {"code": "internal_error", "message": "internal server error"}}
     assert "ZeroDivisionError" in caplog.text  # the traceback is in the log, not the reply
 
 
@@ -133,9 +133,9 @@ def test_http_errors_and_the_error_map():
     r.add("GET", "/a", raiser(TubeMissing("tube x")))
     r.add("GET", "/b", raiser(SpecialMissing("gone")))
     r.add("GET", "/c", raiser(BadRequest("bad thing")))
-    assert (call(r, "GET", "/a").status, call(r, "GET", "/a").json_body()) == (404, {"error": "no_such_tube", "message": "tube x"})
-    assert call(r, "GET", "/b").status == 410 and call(r, "GET", "/b").json_body()["error"] == "special_missing"
-    assert call(r, "GET", "/c").json_body() == {"error": "bad_request", "message": "bad thing"}
+    assert (call(r, "GET", "/a").status, call(r, "GET", "/a").json_body()) == (404, {"error": {"code": "no_such_tube", "message": "tube x"}})
+    assert call(r, "GET", "/b").status == 410 and call(r, "GET", "/b").json_body()["error"]["code"] == "special_missing"
+    assert call(r, "GET", "/c").json_body() == {"error": {"code": "bad_request", "message": "bad thing"}}
 
 
 def test_middleware_is_applied_once_per_route_in_order():
