@@ -17,11 +17,14 @@ def build_http(app):
 
     cfg = app.config
     router = Router()
+    map_errors(router)
     app.api = api.install(router, app=app, runtime=app.runtime, clock=app.clock,
                           health=app.health)
     host, port = cfg.listen_address
     server = HTTPServer(router, host, port, config=HTTPConfig.from_mapping(cfg.http),
-                        clock=app.clock, registry=app.registry, runtime=app.runtime)
+                        clock=app.clock, registry=app.registry)
+    # Connections are pool greenlets, not named runtime fibers: a Fiber costs ~1.2 KiB
+    # more per idle connection, which would break the 12 KiB budget (bench/http.py).
     return router, server
 
 
@@ -45,25 +48,33 @@ def open_databases(app):
     """PostgreSQL pools ([pg], and named ones as [pg.NAME] sub-tables) and Redis ([redis]),
     opened only when configured. Returns (default pg pool or None, {name: pool}, redis or None)."""
     cfg = app.config
-    pgs, default_pg, redis = {}, None, None
+    pgs, redis = {}, None
     if cfg.pg is not None:
         from fiberapp.db.pg import PgPool
 
-        named = {k: v for k, v in cfg.pg.items() if isinstance(v, dict)}
-        base = {k: v for k, v in cfg.pg.items() if not isinstance(v, dict)}
-        if base:
-            pgs["default"] = PgPool.from_config(base, app.runtime, name="default")
-        for name, section in named.items():
-            pgs[name] = PgPool.from_config(section, app.runtime, name=name)
+        pgs = PgPool.pools_from_config(cfg.pg, app.runtime)  # [pg.NAME] inherits [pg]'s keys
         for pool in pgs.values():
             pool.open()
-        default_pg = pgs.get("default")
     if cfg.redis is not None:
         from fiberapp.db.redis import RedisClient
 
         redis = RedisClient.from_config(cfg.redis, app.runtime)
         redis.open()
-    return default_pg, pgs, redis
+    return pgs.get("default"), pgs, redis
+
+
+def map_errors(router):
+    """Statuses for what a script's handler may let escape: the queue store's typed errors
+    (each carries its code and status) and the database wrappers' (the database being
+    away is the server's trouble, not the client's: 503, never 500)."""
+    from fiberapp.db import errors as db
+    from queues.errors import all_errors
+
+    for cls in all_errors():
+        router.errors.register(cls, cls.http_status, cls.code)
+    for cls, status in ((db.DbUnavailable, 503), (db.DbClosed, 503), (db.PoolExhausted, 503),
+                        (db.QueryTimeout, 504), (db.TransactionConflict, 409)):
+        router.errors.register(cls, status)
 
 
 def start_console(app):

@@ -12,6 +12,7 @@ Anything else is a programming error (TypeError -> 500).
 Serialisation (head()) is the server's hot path: status lines and the common header
 lines are pre-encoded, and the Date header is rebuilt at most once a second.
 """
+from decimal import Decimal
 from http import HTTPStatus
 from types import MappingProxyType
 
@@ -65,7 +66,7 @@ class Response:
 
     @classmethod
     def json(cls, obj, status=200, headers=None):
-        return cls(orjson.dumps(obj), status, headers, JSON)
+        return cls(dumps(obj), status, headers, JSON)
 
     @classmethod
     def text(cls, text, status=200, headers=None):
@@ -109,6 +110,21 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes>"
 
 
+def _json_default(obj):
+    # What database rows hold and orjson does not encode: numeric columns arrive as
+    # Decimal. A string keeps every digit (as money should); sets become lists.
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(obj):
+    """orjson, plus the types handlers commonly return from databases (Decimal, sets)."""
+    return orjson.dumps(obj, default=_json_default)
+
+
 def to_response(value):
     """Turn a handler's return value into a Response (see the module docstring)."""
     t = type(value)
@@ -117,9 +133,9 @@ def to_response(value):
     if t is str:
         return _fast(value.encode("utf-8"), TEXT)
     if t is dict or t is list:
-        return _fast(orjson.dumps(value), JSON)
+        return _fast(dumps(value), JSON)
     if isinstance(value, (dict, list)):
-        return Response(orjson.dumps(value), 200, None, JSON)
+        return Response(dumps(value), 200, None, JSON)
     if isinstance(value, str):
         return Response(value.encode("utf-8"), 200, None, TEXT)
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -24,9 +24,7 @@ class QueueStoreAdapter:
         return store.apply
 
     def attach(self, store, journal):
-        # Store caches the bound log method (one attribute lookup less per op).
-        store.journal = journal
-        store._log = journal.log
+        store.attach_journal(journal)
 
     def release_orphans(self, store):
         return store.release_orphans()
