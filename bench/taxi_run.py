@@ -46,6 +46,18 @@ def raise_fds():
             continue
 
 
+def server_fd_limit():
+    """The open-files limit the server will get (what raise_fds can reach here)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, max(hard, FD_LIMIT)))
+        return FD_LIMIT
+    except (ValueError, OSError):
+        return hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -119,6 +131,14 @@ def main(argv=None):
 
     import psycopg
     import psycopg.conninfo
+
+    # One keep-alive connection per driver, all into one server process: past its
+    # open-files limit accept() fails with EMFILE and drivers time out (not a latency).
+    limit = server_fd_limit()
+    if args.drivers + 32 + 100 > limit:
+        print(f"WARNING: {args.drivers} drivers + clients need more than the server's open-files limit "
+              f"({limit}, a hard limit this user cannot raise): expect EMFILE and timeouts. "
+              f"--drivers {limit - 1000} fits.", file=sys.stderr, flush=True)
 
     schema = "taxi_bench_" + uuid.uuid4().hex[:8]
     with psycopg.connect(args.dsn, autocommit=True) as conn:
