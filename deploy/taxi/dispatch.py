@@ -30,7 +30,7 @@ why state is always changed before the put that publishes it.
 import logging
 
 from deploy.taxi import orders as om
-from deploy.taxi.errors import TaxiError, UnknownOrder
+from deploy.taxi.errors import BadRequest, TaxiError, UnknownOrder
 from fiberapp.runtime.sync import Cond
 from queues.errors import NoSuchTask, QueueError
 from queues.states import TAKEN
@@ -242,7 +242,10 @@ class Dispatcher:
     # -- shared with the service -----------------------------------------------------------
 
     def cancel(self, order, reason):
-        """Cancel an open order (withdrawing its offer); returns it."""
+        """Cancel an open order (withdrawing its offer); returns it. A bad reason is
+        refused before anything changes."""
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > om.MAX_REASON:
+            raise BadRequest(f"a cancel reason is 1..{om.MAX_REASON} characters")
         self.withdraw_for(order)
         order, event = self.book.act(order.id, "cancel", reason=reason, wall=self.clock.time(),
                                      mono=self.clock.monotonic())

@@ -5,7 +5,7 @@ import pytest
 
 from deploy.taxi import orders as om
 from deploy.taxi.dispatch import NoOffer
-from deploy.taxi.errors import InvalidTransition, WrongDriver
+from deploy.taxi.errors import BadRequest, InvalidTransition, WrongDriver
 from deploy.taxi.service import TaxiService
 from deploy.taxi.settings import Settings
 from fiberapp.runtime.clock import FakeClock
@@ -198,6 +198,10 @@ def test_long_poll_times_out_empty(taxi):
 def test_cancel_withdraws_the_offer(taxi):
     taxi.driver("d", NEAR)
     order = taxi.order()
+    for bad in ("", "   ", "x" * 201):
+        with pytest.raises(BadRequest):
+            taxi.service.cancel(order.id, bad)
+    assert order.state == om.OFFERED and taxi.offer_for("d")["order_id"] == order.id  # untouched
     taxi.service.cancel(order.id, "changed my mind")
     taxi.settle()
     assert order.state == om.CANCELLED and order.reason == "changed my mind"
