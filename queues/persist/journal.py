@@ -29,16 +29,31 @@ disk agree again and writes resume.
 import collections
 import errno
 import os
+import time as _time
+import zlib
 
 import gevent
 import gevent.event
 
 from .disk import Disk
 from .errors import WalClosed, WalDiskFull, WalError, WalIOError
-from .record import Encoder
+from .record import BODY_PREFIX, HEADER, MAGIC, VERSION, Encoder
 from .segment import FILE_HEADER, segment_name
 
 MODES = ("none", "write", "fsync")
+
+_prefix = BODY_PREFIX.pack
+_header = HEADER.pack
+_crc32 = zlib.crc32
+
+
+def _clock_reads(clock):
+    """(time, monotonic) functions for clock: the time module's own for the system clock
+    (same values, no Python-level method call per record), the clock's methods otherwise."""
+    cls = type(clock)
+    if cls.__name__ == "SystemClock" and cls.__module__ == "fiberapp.runtime.clock":
+        return _time.time, _time.monotonic
+    return clock.time, clock.monotonic
 
 
 class _Segment:
@@ -105,9 +120,14 @@ class Journal:
         self.logger = logger
         self.lsn = next_lsn - 1  # last LSN assigned
         self._committed_lsn = self.lsn  # written (write mode) / fsynced (fsync mode)
-        self._encode = Encoder().encode
-        self._time = clock.time
-        self._monotonic = clock.monotonic
+        # The hot path (log + wait in write mode) is a few hundred bytecodes per record; the
+        # bindings below keep method lookups and Python-level wrappers off it. Measured
+        # with cachegrind (bench/RESULTS.md, persist section).
+        self._pack = Encoder().pack  # record framing is record.py's; inlined in log()
+        self._time, self._monotonic = _clock_reads(clock)
+        # os.pwrite itself when the disk is the plain pass-through; a test's FaultyDisk
+        # (a subclass overriding pwrite) keeps going through its own method.
+        self._pwrite = os.pwrite if type(self.disk).pwrite is Disk.pwrite else self.disk.pwrite
         self._none = mode == "none"
         self._inline = mode == "write"  # write mode writes from the waiting fiber
         self._seg = None
@@ -148,7 +168,9 @@ class Journal:
         else:
             # One wall-clock offset per batch: its records are microseconds apart.
             group = new_group = _Group(seg, self._time() - self._monotonic())
-        rec = self._encode(lsn, group.offset, op)
+        # record.Encoder.encode, inlined (one Python call less per record).
+        body = _prefix(VERSION, lsn, group.offset) + self._pack(op)
+        rec = _header(MAGIC, len(body), _crc32(body)) + body
         size = len(rec)
         end = seg.end + size
         if end > seg.reserved:
@@ -179,7 +201,31 @@ class Journal:
         if token <= self._committed_lsn or self._none:
             return
         if self._inline:
-            if self._broken is None and self._pending:
+            pending = self._pending
+            if len(pending) == 1 and self._broken is None:
+                # The common case, written out here (one Python call less per record):
+                # one group for the open segment, usually one record, one pwrite.
+                group = pending[0]
+                seg = group.seg
+                if not seg.sealed:
+                    chunks = group.chunks
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    try:
+                        n = self._pwrite(seg.fd, data, seg.written)
+                    except OSError:
+                        n = -1
+                    if n == len(data):
+                        self._pending = []
+                        seg.written += n
+                        self.bytes_written += n
+                        self.batches += 1
+                        self._committed_lsn = group.last_lsn
+                        return
+                    group.data = data  # short write or error: the general path rewrites it
+                    group.chunks = None
+                    self._flush_inline()
+                    pending = ()
+            if pending and self._broken is None:
                 self._flush_inline()
             if token <= self._committed_lsn:
                 return
@@ -320,26 +366,8 @@ class Journal:
             self.fsyncs += 1
 
     def _flush_inline(self):
-        pending = self._pending
-        if len(pending) == 1 and not pending[0].seg.sealed:
-            # The common case: one batch for the open segment, usually one record.
-            group = pending[0]
-            seg = group.seg
-            chunks = group.chunks
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            try:
-                n = self.disk.pwrite(seg.fd, data, seg.written)
-            except OSError:
-                n = -1
-            if n == len(data):
-                self._pending = []
-                seg.written += n
-                self.bytes_written += n
-                self.batches += 1
-                self._committed_lsn = group.last_lsn
-                return
-            group.data = data  # short write or error: the general path rewrites it
-            group.chunks = None
+        """Write every pending group (write mode), breaking the journal on an error.
+        wait() has the common case (one group, one pwrite) written out before this."""
         groups, self._pending = self._pending, []
         done, exc = self._write_groups(groups, sync=False)
         self._account(groups[:done], False)

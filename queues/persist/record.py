@@ -35,13 +35,15 @@ MAX_BODY = 64 << 20
 class Encoder:
     """Builds records; one per journal (the Packer keeps a reusable buffer)."""
 
-    __slots__ = ("_pack",)
+    __slots__ = ("pack",)
 
     def __init__(self):
-        self._pack = msgpack.Packer(use_bin_type=True).pack
+        # One Packer reused: its buffer is kept between calls. journal.Journal.log inlines
+        # encode() with this pack.
+        self.pack = msgpack.Packer(use_bin_type=True).pack
 
     def encode(self, lsn, wall_offset, op):
-        body = BODY_PREFIX.pack(VERSION, lsn, wall_offset) + self._pack(op)
+        body = BODY_PREFIX.pack(VERSION, lsn, wall_offset) + self.pack(op)
         return HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 
