@@ -49,7 +49,7 @@ class HTTPServer:
         self.clock = clock if clock is not None else SystemClock()
         self.name = name
         self.runtime = runtime  # when given, connection fibers are the runtime's named Fibers
-        self.metrics = HTTPMetrics(registry) if registry is not None else None
+        self.metrics = HTTPMetrics(registry, clock=self.clock) if registry is not None else None
         self.access_log = logging.getLogger("fiberapp.http.access") if config.access_log else None
         # The Date header line; refreshed by a timer every second rather than per request.
         self.date_line = b""
