@@ -178,6 +178,11 @@ class ApplyMixin:
                         op["created_at"], None, None, self.clock)
         else:
             task = self._new_task(tube, op)
+        return self._put_task(tube, task)
+
+    def _put_task(self, tube, task):
+        """The put transition proper: the live path without a journal calls it directly
+        (it has the decisions in hand and needs no op), replay through _apply_put."""
         tid = task.id
         tube.calls["put"] += 1
         tube._tasks[tid] = task
@@ -217,10 +222,15 @@ class ApplyMixin:
         task = tube._tasks[op["id"]]
         if task.state != READY:
             raise ReplayError(f"take of task {task.id} in state {task.state}")
+        self._take_task(tube, task, op["session"], op["taken_at"], op["ttr_at"])
+        return task
+
+    def _take_task(self, tube, task, session, taken_at, ttr_at):
+        """The take transition of a READY task (live without a journal, or via _apply_take)."""
         task.attempts += 1
-        task.taken_at = op["taken_at"]
-        task.ttr_at = op["ttr_at"]
-        session = task.session = op["session"]
+        task.taken_at = taken_at
+        task.ttr_at = ttr_at
+        task.session = session
         tube.calls["take"] += 1
         counts = tube.counts
         counts[READY] -= 1
@@ -234,27 +244,32 @@ class ApplyMixin:
         if mine is None:
             mine = taken[session] = {}
         mine[task.id] = task
-        return task
 
     def _apply_ack(self, op):
-        # _remove written out for the TAKEN case: ack is a third of every cycle
         tube = self._tubes[op["tube"]]
-        task = tube._tasks.pop(op["id"])
+        task = tube._tasks[op["id"]]
         if task.state != TAKEN:
             raise ReplayError(f"ack of task {task.id} in state {task.state}")
+        self._ack_task(tube, task)
+        return task
+
+    def _ack_task(self, tube, task):
+        """The ack transition of a TAKEN task: _remove written out for that case (ack is a
+        third of every cycle). Live without a journal, or via _apply_ack."""
+        tid = task.id
+        del tube._tasks[tid]
         tube.calls["ack"] += 1
         tube.counts[TAKEN] -= 1
         tube.done += 1
         task.state = DONE
         key = task.key
-        if key is not None and tube.keys.get(key) == task.id:
+        if key is not None and tube.keys.get(key) == tid:
             del tube.keys[key]
         mine = self.sessions._taken.get(task.session)
         if mine is not None:
-            mine.pop(task.id, None)
+            mine.pop(tid, None)
         task.session = None
         tube.driver.changed(task, TAKEN)
-        return task
 
     def _apply_delete(self, op):
         tube = self._tubes[op["tube"]]

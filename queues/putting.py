@@ -5,6 +5,7 @@ Split from queues.tube to keep each file to one concern; Tube inherits this mixi
 from queues import options as opt
 from queues.errors import Draining, InvalidOption, NoSuchTube
 from queues.states import READY
+from queues.task import Task
 
 
 class PutMixin:
@@ -18,19 +19,36 @@ class PutMixin:
         if self._dropped:
             raise NoSuchTube(self.name)
         kind = type(data)
-        if (pri is None and ttl is None and ttr is None and delay is None and utube is None
-                and key is None and not self.driver.capacity
+        if (pri is None and ttl is None and ttr is None and delay is None and key is None
+                and (utube is None or (type(utube) is str and self._def_utube is not None
+                                       and len(utube) <= 1024))
+                and not self.driver.capacity
                 and (kind is bytes or (kind is str and data.isascii()))
                 and len(data) <= store.max_task_size):
-            # The common case, kept lean: defaults only, data that needs no conversion.
+            # The common case, kept lean: defaults only (bar a str utube on a tube that has
+            # them), data that needs no conversion; the same task _prepare/_timed would give.
             now = store._now()
+            ttl = self._def_ttl
+            if utube is None:
+                utube = self._def_utube
+            if not store._journaled:
+                # No journal: no op to build, straight to the transition apply would make.
+                task = store._put_task(self, Task(
+                    store._next_id, self.name, READY, data, self._def_pri, ttl, self._def_ttr,
+                    None, utube, None, now, None, None if ttl is None else now + ttl, store.clock))
+                if self._waiters:
+                    store._notify(self, 1)
+                if self._hooks:
+                    self._fire(task, "put")
+                return task
             rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
                    "created_at": now}
             if self._def_fields is not None:
                 rec.update(self._def_fields)
-                ttl = self._def_ttl
                 if ttl is not None:
                     rec["expires_at"] = now + ttl
+            if utube:
+                rec["utube"] = utube
         else:
             rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
             if key is not None:

@@ -101,14 +101,19 @@ class Tube(PutMixin):
                 if now < store._wake_at:
                     # store._take_one, written out: this is the hottest path there is
                     ttr = task.ttr
-                    op = {"op": "take", "tube": self.name, "id": task.id, "session": session,
-                          "taken_at": now, "ttr_at": None if ttr is None else now + ttr}
-                    token = store._log(op)
-                    store._apply_take(op)
+                    ttr_at = None if ttr is None else now + ttr
+                    if store._journaled:
+                        token = store._log({"op": "take", "tube": self.name, "id": task.id,
+                                            "session": session, "taken_at": now, "ttr_at": ttr_at})
+                        store._take_task(self, task, session, now, ttr_at)
+                        if self._hooks:
+                            self._fire(task, "take")
+                        if token is not None:
+                            store._journal_wait(token)
+                        return task
+                    store._take_task(self, task, session, now, ttr_at)
                     if self._hooks:
                         self._fire(task, "take")
-                    if token is not None:
-                        store._journal_wait(token)
                     return task
         got = store._take_slow((self,), timeout, session, 1)
         return got[0] if got else None
@@ -133,9 +138,8 @@ class Tube(PutMixin):
             session = store.sessions._by_fiber.get(getcurrent())
         if task.session != session:
             raise NotOwner("ack", task.id, session, task.session)
-        op = {"op": "ack", "tube": self.name, "id": task.id}
-        token = store._log(op)
-        store._apply_ack(op)
+        token = store._log({"op": "ack", "tube": self.name, "id": task.id}) if store._journaled else None
+        store._ack_task(self, task)
         if self._waiters or self._space_waiters or self._hooks:
             store._notify_change(self, task, "ack")
         if token is not None:

@@ -3,10 +3,11 @@ import gevent
 import gevent.event
 import pytest
 
+from fiberapp.runtime.clock import FakeClock
 from queues import errors
 from queues.states import BURIED, DELAYED, READY, TAKEN
 from queues.store import Store
-from tests.queues.conftest import DRIVERS, no_switch, replay
+from tests.queues.conftest import DRIVERS, RecordingJournal, no_switch, replay
 
 pytestmark = pytest.mark.parametrize("driver", DRIVERS)
 
@@ -424,3 +425,43 @@ def test_wal_error_on_log_applies_nothing(store, journal, driver):
         tube.put("y")
     assert store.dump() == before
     assert tube.take(timeout=0).id == t.id
+
+
+def _same_script(store, clock, driver):
+    """Operations that go through the fast paths (default put, take(0), ack) and around them;
+    returns what a caller sees."""
+    events = []
+    opts = {"ttl": 50, "ttr": 5} if "ttl" in driver else {}
+    tube = store.create_tube("t", driver, on_task_change=lambda t, e: events.append((t.id, e)), **opts)
+    keyed = driver.startswith("utube")
+    seen = []
+    for i in range(6):
+        data = b"b%d" % i if i % 2 else f"s{i}"
+        task = tube.put(data, **({"utube": str(i % 3)} if keyed and i % 2 else {}))
+        seen.append((task.id, task.state, task.data, task.utube, task.ttl, task.expires_at))
+        clock.advance(0.25)
+    tube.put("non-ascii é")  # the validated path, in the same tube
+    for _ in range(3):
+        task = tube.take(timeout=0)
+        seen.append((task.id, task.state, task.session, task.taken_at, task.ttr_at, task.attempts))
+    tube.ack(seen[-1][0])
+    tube.release(seen[-2][0])
+    clock.advance(6)
+    store.tick()
+    task = tube.take(timeout=0)
+    tube.ack(task.id)
+    seen.append((task.id, task.state, task.session))
+    return seen, events, store.dump(), store.statistics()
+
+
+def test_null_journal_fast_path_equals_the_journaled_path(driver):
+    # Without a journal put/take/ack skip building op records and call the transitions
+    # directly; with one they log the op first. Both must leave the same store behind.
+    clock_a, clock_b = FakeClock(), FakeClock()
+    journal = RecordingJournal()
+    plain = _same_script(Store(clock=clock_a), clock_a, driver)
+    logged_store = Store(clock=clock_b, journal=journal)
+    logged = _same_script(logged_store, clock_b, driver)
+    assert plain == logged
+    assert {op["op"] for op in journal.ops()} >= {"put", "take", "ack"}
+    assert replay(journal.ops(), clock_b).dump() == plain[2]
