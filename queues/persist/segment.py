@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgpack
 
 from .errors import WalCorrupt
-from .record import BODY_PREFIX, HEADER, HEADER_SIZE, MAGIC, MAGIC_BYTES, MAX_BODY, VERSION, BadRecord, decode_at
+from .record import BODY_PREFIX, FRAME, HEADER_SIZE, MAGIC, MAGIC_BYTES, MAX_BODY, VERSION, BadRecord, decode_at
 
 FILE_HEADER = b"fiberapp-wal 1\n\x00"
 SUFFIX = ".wal"
@@ -96,53 +96,55 @@ class SegmentReader:
             return
         off = len(FILE_HEADER)
         view = memoryview(data)  # records are decoded without copying their bytes
-        head, prefix, crc32, unpackb = HEADER.unpack_from, BODY_PREFIX.unpack_from, zlib.crc32, msgpack.unpackb
-        body_min = BODY_PREFIX.size
-        while off < n:
-            # The fast path: a sound record (the checks of decode_at, inlined: recovery
-            # spends a good part of its time here).
-            if n - off >= HEADER_SIZE:
-                magic, length, crc = head(view, off)
-                stop = off + HEADER_SIZE + length
-                if magic == MAGIC and body_min <= length <= MAX_BODY and stop <= n:
-                    body = view[off + HEADER_SIZE:stop]
-                    if crc32(body) == crc:
-                        version, lsn, wall_offset = prefix(body, 0)
-                        if version == VERSION:
-                            try:
-                                op = unpackb(body[body_min:], raw=False, strict_map_key=False)
-                            except Exception:
-                                op = None
-                            if type(op) is dict:
-                                yield off, lsn, wall_offset, op
-                                off = self.end = stop
-                                continue
-            try:
-                lsn, wall_offset, op, nxt = decode_at(view, off)
-            except BadRecord as exc:
-                if data.count(0, off) == n - off:
-                    break  # reserved, never written: the clean end
-                resume = _next_valid(data, off + 1)
-                if resume is not None and decode_at(data, resume)[0] <= self.covered + 1:
-                    off = resume  # every damaged record is older than the snapshot
+        # The fast path for sound records: the checks of decode_at inlined, header and body
+        # prefix read with one struct call, and ``end`` kept in a local (written to
+        # self.end when iteration stops, however it stops). Recovery spends a good part of
+        # its time in this loop.
+        frame, crc32, unpackb = FRAME.unpack_from, zlib.crc32, msgpack.unpackb
+        body_min, frame_size = BODY_PREFIX.size, FRAME.size
+        end = 0
+        try:
+            while off < n:
+                if n - off >= frame_size:
+                    magic, length, crc, version, lsn, wall_offset = frame(view, off)
+                    stop = off + HEADER_SIZE + length
+                    if magic == MAGIC and body_min <= length <= MAX_BODY and stop <= n \
+                            and version == VERSION and crc32(view[off + HEADER_SIZE:stop]) == crc:
+                        try:
+                            op = unpackb(view[off + frame_size:stop], raw=False, strict_map_key=False)
+                        except Exception:
+                            op = None
+                        if type(op) is dict:
+                            yield off, lsn, wall_offset, op
+                            off = end = stop
+                            continue
+                try:
+                    lsn, wall_offset, op, nxt = decode_at(view, off)
+                except BadRecord as exc:
+                    if data.count(0, off) == n - off:
+                        break  # reserved, never written: the clean end
+                    resume = _next_valid(data, off + 1)
+                    if resume is not None and decode_at(data, resume)[0] <= self.covered + 1:
+                        off = resume  # every damaged record is older than the snapshot
+                        continue
+                    if resume is None and self.newest:
+                        end = off
+                        self.torn = Damage(path, off, exc.reason, "torn")
+                        return
+                    if not self._fail(off, exc.reason):
+                        return
+                    if resume is None:
+                        end = off
+                        return
+                    off = resume
                     continue
-                if resume is None and self.newest:
-                    self.end = off
-                    self.torn = Damage(path, off, exc.reason, "torn")
-                    return
-                if not self._fail(off, exc.reason):
-                    return
-                if resume is None:
-                    self.end = off
-                    return
-                off = resume
-                continue
-            yield off, lsn, wall_offset, op
-            off = nxt
-            self.end = off
-        self.end = off if off <= n else n
-        # A zero tail: end is where the zeros start.
-        self.end = min(self.end, _zero_tail_start(data, self.end))
+                yield off, lsn, wall_offset, op
+                off = end = nxt
+            end = off if off <= n else n
+            # A zero tail: end is where the zeros start.
+            end = min(end, _zero_tail_start(data, end))
+        finally:
+            self.end = end
 
     def _fail(self, offset, reason):
         """Raise, or (force) report the skip and return True to go on."""
