@@ -29,6 +29,8 @@ import time
 DEFAULT_DSN = os.environ.get("FIBERAPP_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
 FAST = "SELECT %s::int + 1"
 SLOW = "SELECT pg_sleep(0.005)"
+# --one scenarios: (fibers, pool size, query)
+ONE = {"fast1": (1, 1, FAST), "fast10": (10, 10, FAST), "slow200": (200, 50, SLOW)}
 
 
 def _params(query, i):
@@ -94,8 +96,9 @@ def run_threads(dsn, threads, query, duration):
 
 # -- the patched fiber side ------------------------------------------------------------------
 
-def run_fibers(runtime, dsn, fibers, pool_size, query, duration):
-    """Queries per second with `fibers` fibers sharing a PgPool of pool_size."""
+def run_fibers(runtime, dsn, fibers, pool_size, query, duration, queries=0):
+    """Queries per second with `fibers` fibers sharing a PgPool of pool_size; with
+    queries > 0, each fiber runs queries // fibers queries instead of until duration."""
     import gevent
 
     from fiberapp.db.pg import PgPool
@@ -109,6 +112,11 @@ def run_fibers(runtime, dsn, fibers, pool_size, query, duration):
 
         def loop(slot):
             n = 0
+            if queries:
+                for n in range(queries // fibers):
+                    pool.fetch_val(query, _params(query, n))
+                counts[slot] = queries // fibers
+                return
             while time.monotonic() < deadline:
                 pool.fetch_val(query, _params(query, n))
                 n += 1
@@ -153,6 +161,11 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="measurements per configuration (median)")
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # worker mode
     parser.add_argument("--query", default=FAST, help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=sorted(ONE), help="run one fiber scenario once, no threads"
+                        " (for cachegrind/cProfile): " + "; ".join(f"{k}: {v[0]} fibers, pool {v[1]}, {v[2]}"
+                                                                    for k, v in sorted(ONE.items())))
+    parser.add_argument("--queries", type=int, default=0, help="with --one: stop after this many queries"
+                        " instead of --duration (a fixed amount of work, for instruction counts)")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -167,6 +180,12 @@ def main(argv=None):
 
     runtime = Runtime(watchdog_limit=0, cpu_accounting=False)
     runtime.start()
+    if args.one:
+        fibers, size, query = ONE[args.one]
+        qps, cpu_us = run_fibers(runtime, args.dsn, fibers, size, query, args.duration, args.queries)
+        print(f"{args.one}: {fibers} fibers, pool of {size}, {query}: {qps:.0f} q/s, {cpu_us:.0f} us CPU/query")
+        runtime.stop()
+        return
     rows = []
 
     def measure(label, fn):
