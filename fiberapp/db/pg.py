@@ -279,11 +279,28 @@ class PgPool(Queries):
         conn = None
         try:
             left = max(self.max_wait - (time.monotonic() - start), min(self.max_wait, 1.0))
-            with pool.connection(timeout=left) as conn:
+            # getconn/putconn rather than pool.connection(): that context manager adds
+            # a generator frame, `with conn:` and a commit() that takes the connection's
+            # lock and runs a wait even when the autocommit session is idle, on every
+            # query. What it did is kept: an open transaction is committed after the
+            # block and rolled back after an error (warning, never masking the error).
+            conn = pool.getconn(timeout=left)
+            try:
                 try:
                     yield conn
-                except psycopg.Error as exc:
-                    raise self._translate(exc, conn) from exc
+                except BaseException:
+                    if not conn.closed and conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                        try:
+                            conn.rollback()
+                        except Exception as exc2:
+                            log.warning("error ignored in rollback on %s: %s", conn, exc2)
+                    raise
+                if not conn.closed and conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                    conn.commit()
+            except psycopg.Error as exc:
+                raise self._translate(exc, conn) from exc
+            finally:
+                pool.putconn(conn)
         except DbUnavailable as exc:
             self._failure = exc
             raise

@@ -230,3 +230,24 @@ def test_listen_into_a_channel(pg):
     finally:
         listener.stop()
     assert listener.channel.is_closed()
+
+
+def test_raw_connection_commits_an_open_transaction_and_rolls_back_on_error(pg, table):
+    # connection() ends a transaction left open in the block the way psycopg's
+    # `with conn:` does: commit after a clean exit, rollback after an exception.
+    with pg.connection() as conn:
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'kept')")
+    with pytest.raises(RuntimeError):
+        with pg.connection() as conn:
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO {table} VALUES (2, 'dropped')")
+            raise RuntimeError("boom")
+    with pytest.raises(QueryError):
+        with pg.connection() as conn:
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO {table} VALUES (3, 'dropped')")
+            conn.execute("SELEC 1")
+    assert pg.fetch_all(f"SELECT k, v FROM {table} ORDER BY k") == [{"k": 1, "v": "kept"}]
+    with pg.connection() as conn:
+        assert conn.pgconn.transaction_status == 0  # IDLE: nothing left open in the pool
