@@ -117,6 +117,8 @@ class Data(Field):
     json = {}
 
     def check(self, value):
+        if not isinstance(value, (dict, list)):
+            return value  # a scalar (the common put: a string) nests nothing; skip the walk
         if _depth_exceeds(value, MAX_DATA_DEPTH):
             raise self.bad(f"nests deeper than {MAX_DATA_DEPTH} levels")
         return value

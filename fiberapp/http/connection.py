@@ -101,11 +101,11 @@ class Connection:
 
     def on_header(self, name, value):
         self._headers.append((name, value))
-        size = self._hdr_size + len(name) + len(value) + 4
+        n = len(name)
+        size = self._hdr_size + n + len(value) + 4
         self._hdr_size = size
         if size > self._max_header:
             raise _Reject(431, "request_header_fields_too_large", "request line and headers are too large")
-        n = len(name)
         if n == 14 or n == 10 or n == 6:  # only then can it be Content-Length, Connection or Expect
             self._framing_header(name.lower(), value)
 
@@ -313,7 +313,8 @@ class Connection:
     def _handle(self, request):
         """Run the app with metrics and/or the access log (the plain path is inline in _answer)."""
         server = self.server
-        t0 = server.clock.monotonic()
+        monotonic = server.clock.monotonic
+        t0 = monotonic()
         try:
             resp = server.app(request)
         except ClientDisconnected:
@@ -321,7 +322,7 @@ class Connection:
         except Exception:
             log.exception("application raised for %s %s", request.method, request.path)
             resp = _INTERNAL
-        elapsed = server.clock.monotonic() - t0
+        elapsed = monotonic() - t0
         route = request.route.name if request.route is not None else "<unmatched>"
         if server.metrics is not None:
             server.metrics.observe(route, request.method, resp.status, elapsed)
