@@ -162,8 +162,13 @@ class UtubeReady:
 
     Each utube has its own heap; ``avail`` holds (pri, id, utube) for the head of every utube
     that has no taken task, so candidate() is O(log n) however many tasks and keys there are
-    (tarantool/queue #98, #228 were full scans). ``posted`` remembers which head each free
-    utube has in ``avail``: exactly one live entry per free utube, stale ones are popped.
+    (tarantool/queue #98, #228 were full scans). ``posted`` maps each free utube to *the*
+    entry of ``avail`` that is live for it (matched by identity: no tuple is built to check);
+    every other entry is stale and is popped when it reaches the top. Every posted entry is
+    in ``avail``.
+
+    With utube_10k this index was most of a cycle's cost, so the hot cases are written out:
+    take of the head (popped from both heaps at once) and ack (the next head posted).
     """
 
     __slots__ = ("queues", "busy", "avail", "posted")
@@ -172,43 +177,67 @@ class UtubeReady:
         self.queues = {}   # utube -> LazyHeap of (pri, id, task)
         self.busy = {}     # utube -> number of TAKEN tasks (0 or 1 in normal operation)
         self.avail = []    # heap of (pri, id, utube)
-        self.posted = {}   # utube -> (pri, id) of its live entry in avail
+        self.posted = {}   # utube -> its live entry in avail
 
     def _head(self, utube):
+        """The first valid (pri, id, task) entry of utube's heap, or None (forgetting it)."""
         q = self.queues.get(utube)
         if q is None:
             return None
-        entry = q.top()
-        if entry is None:
-            del self.queues[utube]
-        return entry
+        heap = q.heap
+        while heap:
+            entry = heap[0]
+            task = entry[2]
+            if task._entry is entry and task.state == READY:
+                return entry
+            _heappop(heap)
+        del self.queues[utube]
+        return None
 
     def _post(self, u):
         """Make sure free utube u's current head is in avail."""
         entry = self._head(u)
+        posted = self.posted
         if entry is None:
-            self.posted.pop(u, None)
+            posted.pop(u, None)
             return
-        key = (entry[0], entry[1])
-        if self.posted.get(u) != key:
-            self.posted[u] = key
-            _heappush(self.avail, (entry[0], entry[1], u))
+        old = posted.get(u)
+        if old is None or old[1] != entry[1] or old[0] != entry[0]:
+            old = posted[u] = (entry[0], entry[1], u)
+            _heappush(self.avail, old)
 
     def changed(self, task, old):
         state = task.state
         u = task.utube
         busy = self.busy
+        if state == TAKEN:
+            if old != TAKEN:
+                busy[u] = busy.get(u, 0) + 1
+            if old == READY:
+                q = self.queues.get(u)
+                if q is not None:
+                    heap = q.heap
+                    if heap and heap[0] is task._entry:  # the usual case: take got the head
+                        _heappop(heap)
+                        q.live -= 1
+                    else:
+                        q.dead()
+                # u is busy now: its avail entry is stale; drop it at once when it is the
+                # top (it is, when take got the task from candidate()).
+                avail = self.avail
+                if avail and self.posted.get(u) is avail[0]:
+                    _heappop(avail)
+                    del self.posted[u]
+            return None
         freed = False
-        if old == TAKEN and state != TAKEN:
+        if old == TAKEN:
             n = busy.get(u, 0) - 1
             if n > 0:
                 busy[u] = n
             else:
                 busy.pop(u, None)
                 freed = True
-        elif state == TAKEN and old != TAKEN:
-            busy[u] = busy.get(u, 0) + 1
-        if old == READY:
+        elif old == READY:
             q = self.queues.get(u)
             if q is not None:
                 q.dead()
@@ -218,8 +247,11 @@ class UtubeReady:
                 q = self.queues[u] = LazyHeap(_ready_valid)
             entry = (task.pri, task.id, task)
             task._entry = entry
-            q.push(entry)
-        if (freed or old == READY or state == READY) and not busy.get(u):
+            _heappush(q.heap, entry)
+            q.live += 1
+            if not busy.get(u):
+                self._post(u)
+        elif (freed or old == READY) and not busy.get(u):
             self._post(u)
         return None
 
@@ -227,8 +259,9 @@ class UtubeReady:
         avail = self.avail
         posted = self.posted
         while avail:
-            pri, tid, u = avail[0]
-            if posted.get(u) != (pri, tid):
+            top = avail[0]
+            u = top[2]
+            if posted.get(u) is not top:
                 _heappop(avail)
                 continue
             if self.busy.get(u):
@@ -236,7 +269,7 @@ class UtubeReady:
                 del posted[u]  # re-posted when the utube is free again
                 continue
             entry = self._head(u)
-            if entry is None or entry[1] != tid:  # defensive: re-post the real head
+            if entry is None or entry[1] != top[1]:  # defensive: re-post the real head
                 _heappop(avail)
                 del posted[u]
                 if entry is not None:
