@@ -16,6 +16,13 @@ the API's own cost from the HTTP server's. Child entry points:
     .venv/bin/python -m bench.api serve --port-file F [--wal-mode write] [--data-dir D]
     .venv/bin/python -m bench.api inproc [--cycles 10000]
     .venv/bin/python -m bench.api client api|beanstalkd PORT SECONDS
+    .venv/bin/python -m bench.api ops PORT health|put|cycle N     (N sequential operations)
+
+Instructions per request (noise-free on a shared machine): `instr` runs the server under
+`valgrind --tool=cachegrind --cache-sim=no` twice, drives N1 and then N2 sequential
+operations with `ops`, and reports (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up cancels out:
+
+    .venv/bin/python -m bench.api instr --kind cycle --n 100,500
 """
 import argparse
 import http.client
@@ -279,6 +286,57 @@ def median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def ops_client(port, kind, n):
+    """N sequential operations over one keep-alive connection (for instruction counts)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    session = {"X-Fiberapp-Session": "bench-client", "Content-Type": "application/json"}
+    body = BODY.encode()
+    status, data, _ = call(conn, "PUT", "/api/v1/tubes/ops", json.dumps({"driver": "fifottl"}), session)
+    assert status in (200, 201), data
+    for _ in range(n):
+        if kind == "health":
+            status, _, _ = call(conn, "GET", "/health")
+            assert status == 200, status
+            continue
+        status, _, _ = call(conn, "POST", "/api/v1/tubes/ops/tasks", body, session)
+        assert status == 201, status
+        if kind == "cycle":
+            status, data, _ = call(conn, "POST", "/api/v1/tubes/ops/take", b'{"timeout":0}', session)
+            assert status == 200, (status, data)
+            task_id = json.loads(data)["task"]["id"]
+            status, _, _ = call(conn, "POST", f"/api/v1/tubes/ops/tasks/{task_id}/ack", None, session)
+            assert status == 200, status
+
+
+def instructions(kind, counts):
+    """Server instructions per operation: cachegrind runs at two operation counts, differenced."""
+    totals = []
+    for n in counts:
+        tmp = tempfile.mkdtemp(prefix="bench-api-instr-")
+        try:
+            out = os.path.join(tmp, "cg.out")
+            port_file = os.path.join(tmp, "port")
+            proc = subprocess.Popen(
+                ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}", sys.executable,
+                 "-m", "bench.api", "serve", "--port-file", port_file, "--data-dir", os.path.join(tmp, "data")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 600  # start-up under valgrind on a busy machine is slow
+            while not os.path.exists(port_file):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the benchmark server did not start under valgrind")
+                time.sleep(0.1)
+            with open(port_file) as f:
+                ops_client(int(f.read()), kind, n)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+            with open(out) as f:
+                totals.append(int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    (n1, n2), (i1, i2) = counts, totals
+    return (i2 - i1) / (n2 - n1)
+
+
 def main():
     parser = argparse.ArgumentParser(prog="python -m bench.api")
     sub = parser.add_subparsers(dest="cmd")
@@ -292,6 +350,13 @@ def main():
     c.add_argument("kind")
     c.add_argument("port", type=int)
     c.add_argument("seconds", type=float)
+    o = sub.add_parser("ops")
+    o.add_argument("port", type=int)
+    o.add_argument("kind", choices=("health", "put", "cycle"))
+    o.add_argument("n", type=int)
+    m = sub.add_parser("instr")
+    m.add_argument("--kind", choices=("health", "put", "cycle"), default="cycle")
+    m.add_argument("--n", default="100,500", help="two operation counts N1,N2")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
@@ -304,6 +369,13 @@ def main():
         return serve(args)
     if args.cmd == "inproc":
         return inproc(args)
+    if args.cmd == "ops":
+        return ops_client(args.port, args.kind, args.n)
+    if args.cmd == "instr":
+        counts = tuple(int(x) for x in args.n.split(","))
+        print(f"{args.kind}: {instructions(args.kind, counts):,.0f} server instructions per operation "
+              f"(cachegrind, N = {counts[0]} and {counts[1]})")
+        return
     if args.cmd == "client":
         fn = cycles_client if args.kind == "api" else beanstalkd_cycles
         print(*fn(args.port, args.seconds))
