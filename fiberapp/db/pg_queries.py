@@ -8,12 +8,14 @@ from psycopg.rows import dict_row
 class Queries:
     """The query helpers, shared by the pool (a connection per call) and Tx (one connection).
 
-    Subclasses provide _run(fn): call fn(conn) and translate psycopg errors.
+    Subclasses provide _run(fn): call fn(conn) and translate psycopg errors. conn is a
+    fiberapp.db.pg_wait.GeventConnection: the one-statement helpers reuse its
+    helper_cursor() instead of building a cursor per call (see there why).
     """
 
     def execute(self, query, params=None):
         """Run one statement; returns the number of rows it affected (-1 if none apply)."""
-        return self._run(lambda conn: conn.execute(query, params).rowcount)
+        return self._run(lambda conn: conn.helper_cursor().execute(query, params).rowcount)
 
     def execute_many(self, query, params_seq):
         """Run one statement once per parameter set (pipelined by psycopg); returns the
@@ -30,8 +32,7 @@ class Queries:
         """The first row as a dict, or None."""
 
         def run(conn):
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(query, params).fetchone()
+            return conn.helper_cursor(dict_row).execute(query, params).fetchone()
 
         return self._run(run)
 
@@ -39,8 +40,7 @@ class Queries:
         """Every row, as a list of dicts."""
 
         def run(conn):
-            with conn.cursor(row_factory=dict_row) as cur:
-                return cur.execute(query, params).fetchall()
+            return conn.helper_cursor(dict_row).execute(query, params).fetchall()
 
         return self._run(run)
 
@@ -48,7 +48,7 @@ class Queries:
         """The first column of the first row, or None when there is no row."""
 
         def run(conn):
-            row = conn.execute(query, params).fetchone()
+            row = conn.helper_cursor().execute(query, params).fetchone()
             return None if row is None else row[0]
 
         return self._run(run)
@@ -111,4 +111,4 @@ class Queries:
 
     def notify(self, channel, payload=""):
         """NOTIFY channel with payload (delivered at commit when inside a transaction)."""
-        self._run(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (channel, payload)))
+        self._run(lambda conn: conn.helper_cursor().execute("SELECT pg_notify(%s, %s)", (channel, payload)))

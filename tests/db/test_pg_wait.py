@@ -9,7 +9,7 @@ import pytest
 from psycopg import errors as e
 from psycopg.waiting import Ready, Wait
 
-from fiberapp.db.errors import DbUnavailable
+from fiberapp.db.errors import DbUnavailable, QueryError
 from fiberapp.db.pg_wait import GeventConnection, wait_on_loop
 
 
@@ -116,3 +116,20 @@ def test_a_socket_shut_down_under_the_pool_is_unavailable_and_discarded(pg, runt
     pids = {pg.fetch_val("SELECT pg_backend_pid()") for _ in range(5)}
     assert pid not in pids
     assert pg.health()["status"] == "ok"
+
+
+def test_helpers_reuse_one_cursor_per_connection_across_row_factories(pg, runtime):
+    with pg.connection() as conn:
+        cursor = conn.helper_cursor()
+    # Sequential calls get the same (only) connection; tuple and dict rows alternate
+    # on its one cursor, and an error in between leaves it usable.
+    assert pg.fetch_one("SELECT 1 AS a, 'x' AS b") == {"a": 1, "b": "x"}
+    assert pg.fetch_val("SELECT 2") == 2
+    with pytest.raises(QueryError) as info:
+        pg.fetch_val("SELECT 1/0")
+    assert info.value.sqlstate == "22012"  # division_by_zero
+    assert pg.fetch_all("SELECT g AS n FROM generate_series(1, 3) g") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert pg.fetch_val("SELECT 'after'") == "after"
+    assert pg.execute("SELECT 1 UNION ALL SELECT 2") == 2
+    with pg.connection() as conn:
+        assert conn.helper_cursor() is cursor and not cursor.closed
