@@ -9,7 +9,6 @@ starting -> recovering -> running -> draining -> stopped.
 """
 import logging
 import os
-import time
 
 import gevent
 import gevent.event
@@ -170,7 +169,7 @@ class App:
         finish within timeout, then cancel what is left. Safe to call more than once."""
         if self._stopped.is_set():
             return
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         self.state = "draining"
         self.notifier.stopping()
         if self.store is not None:
@@ -181,13 +180,13 @@ class App:
             except Exception:
                 log.exception("on_shutdown hook %r failed", hook)
         if self.http is not None:
-            self.http.stop(timeout=max(0.0, deadline - time.monotonic()))
+            self.http.stop(timeout=max(0.0, deadline - self.clock.monotonic()))
         if self.console is not None:
             self.console.stop()
         if self.api is not None:
             self.api.stop()
         for ctx in self.scripts:
-            ctx.unload(timeout=max(0.0, deadline - time.monotonic()))
+            ctx.unload(timeout=max(0.0, deadline - self.clock.monotonic()))
         for client in [self.redis, *self.pgs.values()]:
             if client is not None:
                 client.close()
@@ -195,7 +194,7 @@ class App:
             self.persistence.close()  # flushes the WAL, stops the store, releases the lock
         elif self.store is not None:
             self.store.stop()
-        self.runtime.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self.runtime.stop(timeout=max(0.0, deadline - self.clock.monotonic()))
         self.state = "stopped"
         self._stopped.set()
 
