@@ -22,7 +22,7 @@ Instructions per request (noise-free on a shared machine): `instr` runs the serv
 `valgrind --tool=cachegrind --cache-sim=no` twice, drives N1 and then N2 sequential
 operations with `ops`, and reports (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up cancels out:
 
-    .venv/bin/python -m bench.api instr --kind cycle --n 100,500
+    .venv/bin/python -m bench.api instr --kind cycle --counts 100,500
 """
 import argparse
 import http.client
@@ -356,7 +356,7 @@ def main():
     o.add_argument("n", type=int)
     m = sub.add_parser("instr")
     m.add_argument("--kind", choices=("health", "put", "cycle"), default="cycle")
-    m.add_argument("--n", default="100,500", help="two operation counts N1,N2")
+    m.add_argument("--counts", default="100,500", help="two operation counts N1,N2")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
@@ -372,7 +372,7 @@ def main():
     if args.cmd == "ops":
         return ops_client(args.port, args.kind, args.n)
     if args.cmd == "instr":
-        counts = tuple(int(x) for x in args.n.split(","))
+        counts = tuple(int(x) for x in args.counts.split(","))
         print(f"{args.kind}: {instructions(args.kind, counts):,.0f} server instructions per operation "
               f"(cachegrind, N = {counts[0]} and {counts[1]})")
         return

@@ -70,7 +70,21 @@ class Request:
         return h
 
     def header(self, name, default=None):
-        return self.headers.get(name.lower(), default)
+        """One header's value, as headers.get(name) gives it (repeats joined with ", ").
+
+        Until something asks for the whole dict, this scans the raw pairs instead of
+        building it: handlers that read one header (the API's session header on every
+        take and ack) would otherwise decode and lower-case every header of the request.
+        """
+        key = name.lower()
+        if self._headers is not None:
+            return self._headers.get(key, default)
+        raw = key.encode("latin-1")
+        n = len(raw)
+        found = [v for k, v in self.raw_headers if len(k) == n and k.lower() == raw]
+        if not found:
+            return default
+        return found[0].decode("latin-1") if len(found) == 1 else ", ".join([v.decode("latin-1") for v in found])
 
     @property
     def query(self):
