@@ -6,9 +6,9 @@ for that would shrink the pool silently. When the connection fails, the supervis
 (fiberapp.db.supervise) reconnects with backoff and LISTENs again; notifications sent
 meanwhile are lost (PostgreSQL keeps none for absent listeners).
 """
-import psycopg
 from psycopg import sql
 
+from fiberapp.db.pg_wait import GeventConnection
 from fiberapp.db.supervise import Subscriber
 
 
@@ -25,7 +25,9 @@ class PgListener(Subscriber):
         self.channels = tuple(channels)
 
     def session(self):
-        conn = psycopg.Connection.connect(self.pool.conninfo, autocommit=True)
+        # GeventConnection: an idle listener sleeps on its socket instead of waking
+        # every 100 ms in psycopg's poll loop.
+        conn = GeventConnection.connect(self.pool.conninfo, autocommit=True)
         try:
             for name in self.channels:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
