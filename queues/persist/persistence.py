@@ -247,15 +247,19 @@ class Persistence:
         # in the child would write the GC header of every object it scans, copying page
         # after page of the parent's heap (copy-on-write) for nothing; the child only reads
         # the store and exits. The parent unfreezes at once (both calls are O(1) list splices).
+        # Skipped when something else froze objects (unfreeze would thaw them too).
         gc_enabled = gc.isenabled()
+        freeze = gc.get_freeze_count() == 0
         gc.disable()
-        gc.freeze()
+        if freeze:
+            gc.freeze()
         pid = None
         try:
             pid = gevent.os.fork_and_watch()
         finally:
             if pid != 0:
-                gc.unfreeze()
+                if freeze:
+                    gc.unfreeze()
                 if gc_enabled:
                     gc.enable()
         if pid == 0:  # the child: no gevent, no yielding, never returns

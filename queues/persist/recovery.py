@@ -13,6 +13,7 @@ Fall-backs and refusals:
   segment, which is cut off with a warning;
 - with force=True holes and damaged records are logged one by one and skipped.
 """
+import gc
 import logging
 import os
 import time
@@ -71,9 +72,24 @@ class Recovery:
         started = time.monotonic()
         result = self.result
         now_offset = wall_offset(self.clock)
-        store = self._load_snapshot(new_store, load_store, now_offset)
-        segments = self._segments()
-        self._replay(store, apply, segments, now_offset)
+        # The cyclic collector off while the store is rebuilt: every young collection
+        # would scan objects that all survive (a quarter of replay CPU, measured). At the
+        # end they go straight to the oldest generation (freeze + unfreeze: two O(1) list
+        # splices) instead of all sitting in generation 0, where the first collection
+        # after start-up would scan every one of them. Skipped when something else froze
+        # objects (unfreeze would thaw them too).
+        gc_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            store = self._load_snapshot(new_store, load_store, now_offset)
+            segments = self._segments()
+            self._replay(store, apply, segments, now_offset)
+        finally:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
+            if gc_enabled:
+                gc.enable()
         self._cut_torn_tail()
         result.seconds = time.monotonic() - started
         self.progress.update(phase="done", records=result.records, lsn=result.last_lsn)
