@@ -269,7 +269,9 @@ class ApplyMixin:
         if mine is not None:
             mine.pop(tid, None)
         task.session = None
-        tube.driver.changed(task, TAKEN)
+        changed = tube._changed_on_ack
+        if changed is not None:
+            changed(task, TAKEN)
 
     def _apply_delete(self, op):
         tube = self._tubes[op["tube"]]

@@ -35,6 +35,7 @@ class Tube(PutMixin):
         self.options = dict(options)          # persisted (msgpack-able)
         self.driver = driver_cls({k: v for k, v in options.items() if k in driver_cls.tube_options})
         self.put_options = driver_cls.put_options
+        self._changed_on_ack = getattr(self.driver, "changed_on_ack", self.driver.changed)
         self._tasks = {}                       # id -> Task (live tasks of this tube)
         self.keys = {}                        # unique key -> task id
         self.buried = LazyHeap(_buried_valid)  # (pri, id, task): kick order

@@ -23,6 +23,8 @@ Interface (checked by ``check_driver`` when a driver is registered):
     clear()                          forget every task (truncate)
 
 Optional: ``capacity`` attribute (int, 0 = unlimited): the store refuses puts past it.
+Optional: ``changed_on_ack``: what the store calls instead of changed(task, TAKEN) when a
+task is acked; None when an ack needs no indexing (the store then skips the call).
 
 Indexes use lazy deletion: an entry stays in a heap after its task moved on and is dropped
 when it reaches the top. An entry is valid only while the task is still in the state (and has
@@ -379,8 +381,15 @@ class Driver:
         self._deadlines = self.deadlines() if self.deadlines is not None else None
         # Hot path: skip a level of calls where the composition allows it.
         self.candidate = self._ready.candidate
+        self.changed_on_ack = self.changed
         if self._deadlines is None:
             self.changed = self._ready.changed
+            if type(self._ready) is ReadyHeap:
+                # TAKEN -> DONE touches nothing a ReadyHeap indexes (its entry went at take):
+                # skipping the call is ~3% of a put+take+ack cycle.
+                self.changed_on_ack = None
+            else:
+                self.changed_on_ack = self.changed
 
     def changed(self, task, old):
         self._ready.changed(task, old)
