@@ -163,7 +163,8 @@ def main(argv=None):
     parser.add_argument("--query", default=FAST, help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=sorted(ONE), help="run one fiber scenario once, no threads"
                         " (for cachegrind/cProfile): " + "; ".join(f"{k}: {v[0]} fibers, pool {v[1]}, {v[2]}"
-                                                                    for k, v in sorted(ONE.items())))
+                                                                    for k, v in sorted(ONE.items()))
+                        .replace("%", "%%"))  # the queries hold %s; argparse formats help
     parser.add_argument("--queries", type=int, default=0, help="with --one: stop after this many queries"
                         " instead of --duration (a fixed amount of work, for instruction counts)")
     args = parser.parse_args(argv)
