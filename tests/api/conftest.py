@@ -16,6 +16,7 @@ from fiberapp.http.server import HTTPServer
 from fiberapp.runtime.clock import FakeClock
 from fiberapp.runtime.fiber import Runtime
 from queues.store import Store
+from tests.waiting import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 class Env:
@@ -100,9 +101,3 @@ def error_of(resp):
     return resp.status, body["error"]["code"]
 
 
-def wait_for(predicate, timeout=5.0):
-    """Yield to other fibers until predicate() holds (for socket tests: events we cannot
-    hook, like the server noticing a hang-up). Fails after ``timeout`` real seconds."""
-    with gevent.Timeout(timeout, AssertionError("condition not reached")):
-        while not predicate():
-            gevent.sleep(0.001)

@@ -1,61 +1,18 @@
 """The API over real sockets (port 0): pipelining, long-poll cancellation when the client
 hangs up, the server's limits seen through API routes, auth over the wire."""
-import socket
 
-import httptools
 import orjson
 import pytest
+
+from tests.http.helpers import RawClient
 
 from .conftest import wait_for
 
 
-class Client:
-    """HTTP by hand over one socket, responses parsed with httptools."""
+class Client(RawClient):
+    """The HTTP tests' raw-socket client, with the shorter name these tests use."""
 
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=5)
-        self.responses = []
-        self._parser = httptools.HttpResponseParser(self)
-
-    def on_message_begin(self):
-        self._cur = {"headers": {}, "body": b""}
-
-    def on_header(self, name, value):
-        self._cur["headers"][name.decode().lower()] = value.decode()
-
-    def on_body(self, body):
-        self._cur["body"] += body
-
-    def on_message_complete(self):
-        self._cur["status"] = self._parser.get_status_code()
-        self.responses.append(self._cur)
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def read(self):
-        while not self.responses:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError("closed before a complete response")
-            self._parser.feed_data(data)
-        return self.responses.pop(0)
-
-    def closed_by_peer(self):
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                try:
-                    self._parser.feed_data(data)
-                except httptools.HttpParserError:
-                    pass
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.sock.close()
+    read = RawClient.read_response
 
 
 def request(method, path, body=None, headers=()):

@@ -7,6 +7,7 @@ import pytest
 
 from fiberapp.runtime.fiber import Runtime
 from tests import services
+from tests.waiting import wait_for  # noqa: F401  (re-exported for the tests here)
 
 _names = itertools.count()
 
@@ -95,14 +96,6 @@ def ticker(runtime):
     t = Ticker(runtime)
     yield t
     t.stop()
-
-
-def wait_for(condition, timeout=5.0, what="condition"):
-    """Wait (cooperatively) until condition() is true; fail the test after timeout.
-    For states we cannot be told about (a query showing up in pg_stat_activity)."""
-    with gevent.Timeout(timeout, AssertionError(f"timed out waiting for {what}")):
-        while not condition():
-            gevent.sleep(0.005)
 
 
 def active_queries(admin, app_name, like):

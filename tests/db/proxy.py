@@ -8,11 +8,12 @@ from fiberapp.net import TcpServer
 
 
 class Proxy:
-    def __init__(self, runtime, upstream):
+    def __init__(self, runtime, upstream, port=0):
+        """Forward 127.0.0.1:port (0: any free port) to upstream (host, port)."""
         self.upstream = upstream
         self.up = True
         self._socks = set()
-        self.server = TcpServer(self._handle, "127.0.0.1", 0, runtime=runtime, name="test-proxy", read_timeout=None)
+        self.server = TcpServer(self._handle, "127.0.0.1", port, runtime=runtime, name="test-proxy", read_timeout=None)
         self.server.start()
 
     @property

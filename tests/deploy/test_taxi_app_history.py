@@ -5,7 +5,6 @@ import socket
 import uuid
 
 import gevent
-import gevent.server
 import psycopg
 import psycopg.conninfo
 import pytest
@@ -18,6 +17,7 @@ from fiberapp.db.pg import PgPool
 from fiberapp.runtime.clock import SystemClock
 from fiberapp.runtime.fiber import Runtime
 from queues.store import Store
+from tests.db.proxy import Proxy
 from tests.services import pg_dsn
 
 
@@ -50,38 +50,6 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     return port
-
-
-class Forwarder:
-    """A TCP forwarder on a fixed port: PostgreSQL 'coming back' on that address."""
-
-    def __init__(self, port, upstream):
-        self.upstream = upstream
-        self.server = gevent.server.StreamServer(("127.0.0.1", port), self._handle)
-        self.server.start()
-
-    def _handle(self, client, _addr):
-        up = socket.create_connection(self.upstream)
-        back = gevent.spawn(self._pump, up, client)
-        self._pump(client, up)
-        back.join()
-        up.close()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.server.stop(timeout=1)
 
 
 def make_events(writer, book, clock, n_orders):
@@ -130,7 +98,7 @@ def test_events_wait_out_an_outage_then_are_written_once(schema):
         assert writer.pending() == 40 and writer.written == 0  # all still in the tube
         # PostgreSQL comes back on the same address.
         params = psycopg.conninfo.conninfo_to_dict(dsn)
-        forwarder = Forwarder(port, (params.get("host") or "127.0.0.1", int(params.get("port") or 5432)))
+        forwarder = Proxy(runtime, (params.get("host") or "127.0.0.1", int(params.get("port") or 5432)), port=port)
         assert writer.flush(30), writer.stats()
         events, orders = stored(good)
         assert [e[0] for e in events] == list(range(1, 41))  # none lost, none twice, in order
