@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from bench.common import cpu_pressure
 
 DEFAULT_DSN = os.environ.get("FIBERAPP_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
 FAST = "SELECT %s::int + 1"
@@ -129,17 +130,6 @@ def run_fibers(runtime, dsn, fibers, pool_size, query, duration, queries=0):
         return sum(counts) / elapsed, cpu / sum(counts) * 1e6
     finally:
         pool.close()
-
-
-def cpu_pressure():
-    """Linux PSI: % of the last 10 s in which some runnable task waited for a CPU. Other
-    processes competing for the 2 cores starve the single-threaded fiber process more than
-    a 30-thread process, so the figure is printed next to the results."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return float(f.readline().split()[1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 def _cpu():

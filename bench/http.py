@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bench.common import cpu_pressure, free_port, wait_listening
 
 PY = sys.executable
 SERVER_CPU, WRK_CPU = "0", "1"
@@ -130,7 +131,7 @@ class Server:
                                      stderr=subprocess.DEVNULL)
         if kind != "nginx":
             assert self.proc.stdout.readline().strip() == b"ready", f"{kind} did not start"
-        _wait_port(port)
+        wait_listening(port)
 
     def rss(self):
         import psutil
@@ -175,34 +176,6 @@ http {{
 """
 
 
-def _wait_port(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} never opened")
-
-
-def _pressure():
-    """'some avg10' from /proc/pressure/cpu: the share of time some task waited for a CPU."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return f.readline().split()[1].split("=")[1] + "%"
-    except (OSError, IndexError):
-        return "n/a"
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wrk(port, duration, connections):
     cmd = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"http://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -224,7 +197,7 @@ def throughput(kinds, rounds, duration, connections):
     try:
         for rnd in range(rounds):
             for kind in kinds:
-                server = Server(kind, _free_port(), workdir)
+                server = Server(kind, free_port(), workdir)
                 try:
                     wrk(server.port, 1, connections)  # warm-up
                     cpu0 = server.cpu()
@@ -235,7 +208,7 @@ def throughput(kinds, rounds, duration, connections):
                 results[kind].append(rps)
                 cpu_us[kind].append(per)
                 print(f"round {rnd + 1} {kind:9s} {rps:10.0f} req/s {per:7.1f} us CPU/req {errs} "
-                      f"(cpu pressure {_pressure()})", flush=True)
+                      f"(cpu pressure {cpu_pressure():.2f}%)", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -259,7 +232,7 @@ def idle_memory(counts, duration, connections):
     workdir = tempfile.mkdtemp(prefix="bench-http-")
     try:
         for count in counts:
-            server = Server("fiberapp", _free_port(), workdir)
+            server = Server("fiberapp", free_port(), workdir)
             try:
                 wrk(server.port, 1, connections)  # warm up, so allocator pools exist before the baseline
                 time.sleep(0.5)
@@ -304,12 +277,12 @@ def main():
     for tool in ("wrk", "taskset") + (("nginx",) if "nginx" in args.only else ()):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install wrk nginx)")
-    print(f"load before: {os.getloadavg()}, cpu pressure {_pressure()}", flush=True)
+    print(f"load before: {os.getloadavg()}, cpu pressure {cpu_pressure():.2f}%", flush=True)
     if args.rounds:
         throughput(args.only.split(","), args.rounds, args.duration, args.connections)
     if args.idle:
         idle_memory([int(x) for x in args.idle.split(",")], args.duration, args.connections)
-    print(f"load after: {os.getloadavg()}, cpu pressure {_pressure()}", flush=True)
+    print(f"load after: {os.getloadavg()}, cpu pressure {cpu_pressure():.2f}%", flush=True)
 
 
 if __name__ == "__main__":

@@ -280,6 +280,15 @@ def snapshot(args):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def _timed_recovery(data_dir):
+    """Open (recover) the store in data_dir; returns store, persistence, wall s, CPU s, live tasks."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
+    live = sum(store.tube(t).statistics()["tasks"]["total"] for t in store.tubes())
+    return store, p, took, cpu, live
+
+
 def recovery(args):
     n = args.tasks
     data_dir = tempfile.mkdtemp(dir=args.dir)
@@ -290,10 +299,7 @@ def recovery(args):
         p.close()
         del store, tube, p
         gc.collect()
-        t0, c0 = time.perf_counter(), time.process_time()
-        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
-        took, cpu = time.perf_counter() - t0, time.process_time() - c0
-        live = sum(store.tube(t).statistics()["tasks"]["total"] for t in store.tubes())
+        store, p, took, cpu, live = _timed_recovery(data_dir)
         print(f"recovery from WAL only: {p.recovery.records:,} records -> {live:,} live tasks in {took:.2f} s "
               f"(CPU {cpu:.2f} s)", flush=True)
         tube = store.tube("bench")
@@ -306,10 +312,7 @@ def recovery(args):
         p.close()
         del store, tube, p
         gc.collect()
-        t0, c0 = time.perf_counter(), time.process_time()
-        store, p = open_store(data_dir, SystemClock(), wal_mode="write", checkpoint_wal_threshold=1 << 40)
-        took, cpu = time.perf_counter() - t0, time.process_time() - c0
-        live = sum(store.tube(t).statistics()["tasks"]["total"] for t in store.tubes())
+        store, p, took, cpu, live = _timed_recovery(data_dir)
         print(f"recovery from snapshot (lsn {p.recovery.snapshot_lsn:,}) + {p.recovery.records:,} WAL records "
               f"-> {live:,} live tasks in {took:.2f} s (CPU {cpu:.2f} s)")
         p.close()

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from bench.common import free_port
 
 PG_QUERY = "SELECT relname FROM pg_class WHERE oid = %s"
 PG_OID = 1259  # pg_class itself
@@ -276,14 +277,6 @@ def ensure_gunicorn(venv):
         subprocess.run(["python3", "-m", "venv", venv], check=True)
         subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "gunicorn", "psycopg[binary]"], check=True)
     return exe
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_http(port, path, timeout=90.0):

@@ -16,12 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from bench.common import free_port, wait_listening
 
 NGINX_CONF = """
 worker_processes 2;
@@ -49,25 +49,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_listening(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # a benchmark harness, not a test: polling for readiness
-    raise RuntimeError("nginx did not start")
 
 
 def run_measured(cmd):
@@ -131,7 +112,7 @@ def main():
             f.write(NGINX_CONF.format(tmp=tmp, port=port))
         nginx = subprocess.Popen(["nginx", "-c", conf, "-p", tmp])
         try:
-            wait_listening(port)
+            wait_listening(port, what="nginx")
             url = f"http://127.0.0.1:{port}"
             print(f"nginx on {url}; {args.runs} runs each; medians")
             peer = [wrk(url, 5 if short else 10) for _ in range(args.runs)]

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "deploy" / "taxi" / "app.py"
@@ -56,14 +56,6 @@ def server_fd_limit():
         return hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def http(method, url, timeout=30):
