@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from bench.common import free_port
 
 PG_QUERY = "SELECT relname FROM pg_class WHERE oid = %s"
 PG_OID = 1259  # pg_class itself
@@ -366,7 +365,7 @@ class Servers:
                     SEED_DELAY_PORT=str(delay_port or 0), SEED_DSN=self.args.dsn)
 
     def gunicorn(self, workers, mode, delay_port):
-        port = free_port()
+        port = _free_port()
         cmd = ["taskset", "-c", str(self.args.server_cpu), self.args.gunicorn, "-w", str(workers), "-k", "sync",
                "-b", f"127.0.0.1:{port}", "--backlog", "4096", "--chdir", self.args.root,
                "--preload", "--log-level", "warning", "bench.seed_experiment:make_wsgi()"]
@@ -379,7 +378,7 @@ class Servers:
         return proc, port, "/"
 
     def fiberapp(self, mode, delay_port):
-        port = free_port()
+        port = _free_port()
         cfg = os.path.join(self.tmp, "fiberapp.toml")
         with open(cfg, "w") as f:
             # wal_mode "write", not "none": App.start() fails with "none" at the moment
@@ -394,6 +393,14 @@ class Servers:
         proc = subprocess.Popen(cmd, env=self.env(mode, delay_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(port, "/seed")
         return proc, port, "/seed"
+
+
+def _free_port():
+    # Imported here, not at module level: fiberapp loads this file as a fiber script,
+    # where the bench package is not importable.
+    from bench.common import free_port
+
+    return free_port()
 
 
 def stop(proc):
