@@ -114,6 +114,11 @@ class Dispatcher:
                 if not cond.waiters() and self._conds.get(driver_id) is cond:
                     del self._conds[driver_id]
 
+    def current_offer(self, driver_id):
+        """The offer presented to the driver, as a dict, or None; never waits."""
+        task = self.presented.get(driver_id)
+        return None if task is None else self._offer_view(task)
+
     def accept(self, driver_id, order_id):
         task = self._presented_offer(driver_id, order_id)
         now = self.clock.monotonic()

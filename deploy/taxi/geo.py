@@ -98,17 +98,32 @@ class GeoIndex:
         lat, lon = check_point(lat, lon)
         if status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        self.remove(driver_id)
         if status == OFFLINE:
+            self.remove(driver_id)
             return None
         cell = self._cell_of(lat, lon)
-        driver = Driver(driver_id, lat, lon, status, now, cell)
-        self._drivers[driver_id] = driver
-        self._by_seen[driver_id] = None
+        driver = self._drivers.get(driver_id)
+        if driver is None:
+            driver = Driver(driver_id, lat, lon, status, now, cell)
+            self._drivers[driver_id] = driver
+            self._by_seen[driver_id] = None
+        else:
+            # In place: a ping allocates no long-lived object, so the pings of 20,000
+            # drivers do not feed the cyclic collector's oldest generation (whose full
+            # passes held the loop for 0.3-0.7 s at 10,000 drivers).
+            self._by_seen.move_to_end(driver_id)
+            if driver.status == FREE and (status != FREE or cell != driver.cell):
+                self._leave_cell(driver)
+            elif driver.status == FREE:  # same cell, still free
+                driver.lat, driver.lon, driver.seen = lat, lon, now
+                return driver
+            driver.lat, driver.lon, driver.status, driver.seen = lat, lon, status, now
+            if cell != driver.cell:
+                driver.cell = cell
         if status == FREE:
-            self._cells.setdefault(cell, {})[driver_id] = driver
+            self._cells.setdefault(driver.cell, {})[driver_id] = driver
             self._free += 1
-            self._grow_box(cell)
+            self._grow_box(driver.cell)
         return driver
 
     def set_status(self, driver_id, status, now):
@@ -126,12 +141,15 @@ class GeoIndex:
             return False
         del self._by_seen[driver_id]
         if driver.status == FREE:
-            cell = self._cells[driver.cell]
-            del cell[driver_id]
-            if not cell:
-                del self._cells[driver.cell]
-            self._free -= 1
+            self._leave_cell(driver)
         return True
+
+    def _leave_cell(self, driver):
+        cell = self._cells[driver.cell]
+        del cell[driver.id]
+        if not cell:
+            del self._cells[driver.cell]
+        self._free -= 1
 
     def expire(self, now):
         """Drop every driver not heard from for offline_after seconds; returns their ids."""

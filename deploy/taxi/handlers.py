@@ -1,6 +1,6 @@
 """The taxi HTTP API: the route table, and translation between HTTP and TaxiService.
 
-    POST /taxi/drivers/{id}/location        {"lat","lon","status"}   -> 200 {"ok": true}
+    POST /taxi/drivers/{id}/location        {"lat","lon","status"}   -> 200 {"ok": true[, "offer"]}
     GET  /taxi/drivers/{id}/offer?timeout=S                          -> 200 {"offer"} | 204
     POST /taxi/drivers/{id}/offer/accept    {"order_id"}             -> 200 {"order"}
     POST /taxi/drivers/{id}/offer/decline   {"order_id"}             -> 200 {"order"}
@@ -11,6 +11,10 @@
     POST /taxi/orders/{id}/complete         {"driver"}               -> 200 {"order"}
     GET  /taxi/stats                                                 -> 200
     POST /taxi/history/flush?timeout=S      wait for queued events to reach PostgreSQL
+
+The location answer carries the driver's presented offer, if any (the same object the
+long-poll returns), so drivers that share a connection and cannot hold a long-poll still
+learn of offers at their next ping.
 
 Errors are {"error": {"code", "message"}} with the TaxiError's status (400, 403, 404,
 409, 503); a body that is not JSON is 400. Nothing a client sends reaches a 500.
@@ -89,8 +93,10 @@ def register(route, service):
 
     @add("POST", "/taxi/drivers/{driver}/location")
     def location(request):
-        service.location(request.params["driver"], _body(request))
-        return {"ok": True}
+        offer = service.location(request.params["driver"], _body(request))
+        if offer is None:
+            return {"ok": True}
+        return {"ok": True, "offer": offer}
 
     @add("GET", "/taxi/drivers/{driver}/offer")
     def offer(request):

@@ -84,6 +84,8 @@ class TaxiService:
     # -- drivers ---------------------------------------------------------------------------
 
     def location(self, driver_id, body):
+        """Record a ping; returns the offer presented to this driver (as the long-poll
+        shows it) or None, so a driver that does not long-poll learns of it here."""
         driver_id = check_driver_id(driver_id)
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
@@ -91,6 +93,7 @@ class TaxiService:
         if isinstance(lat, bool) or isinstance(lon, bool):
             raise BadRequest("lat and lon must be numbers")
         self.geo.update(driver_id, lat, lon, status, self.clock.monotonic())
+        return self.dispatcher.current_offer(driver_id)
 
     def poll_offer(self, driver_id, timeout):
         driver_id = check_driver_id(driver_id)

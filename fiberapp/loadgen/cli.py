@@ -24,7 +24,7 @@ def bench():
 
 @bench.command("taxi")
 @click.option("--url", default=_D.url, show_default=True, help="Base URL of the taxi API (http only; a path prefix is kept).")
-@click.option("--drivers", default=_D.drivers, show_default=True, type=click.IntRange(min=0), help="Simulated drivers, one keep-alive connection each.")
+@click.option("--drivers", default=_D.drivers, show_default=True, type=click.IntRange(min=0), help="Simulated drivers (see --per-conn for their connections).")
 @click.option("--interval", default=_D.interval, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds between a driver's location pings (+-20 % jitter); also its offer long-poll timeout.")
 @click.option("--orders", default=_D.orders, show_default=True, type=click.FloatRange(min=0), help="Orders per second, averaged over the run.")
 @click.option("--duration", default=_D.duration, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds of load.")
@@ -34,6 +34,7 @@ def bench():
 @click.option("--ride-time", default=_D.ride_time, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Mean seconds from accept to complete.")
 @click.option("--patience", default=_D.patience, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Mean seconds a client waits for a driver before cancelling.")
 @click.option("--client-poll", default=_D.client_poll, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds between a client's order status checks.")
+@click.option("--per-conn", default=0, show_default=True, type=click.IntRange(min=0), help="Drivers per keep-alive connection. 1: one each, offers by long-poll. K > 1: K drivers take turns on one connection and read offers from their location answers. 0: 1 if every connection fits one process's open-files limit (the server's too, on one machine), else 20.")
 @click.option("--client-conns", default=_D.client_conns, show_default=True, type=click.IntRange(min=1), help="Keep-alive connections shared by the clients.")
 @click.option("--timeout", default=_D.timeout, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds before a request is counted as timed out (added to a long-poll's own wait).")
 @click.option("--processes", default=0, show_default=True, type=click.IntRange(min=0), help="Worker processes; 0 = as few as the open-files limit allows.")

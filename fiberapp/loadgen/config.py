@@ -20,6 +20,7 @@ class TaxiConfig:
     patience: float = 60.0  # mean seconds a client waits for a driver before cancelling
     client_poll: float = 2.0
     client_conns: int = 32
+    per_conn: int = 0  # drivers per keep-alive connection; 0: 1 if every connection fits one process, else AUTO_PER_CONN
     rush: float = 0.6
     ramp: float = 0.0  # drivers start (and connect) spread over this many seconds; 0: one interval
     timeout: float = 10.0  # real-time guard on each request, on top of a long-poll's wait
@@ -49,6 +50,8 @@ class TaxiConfig:
             problems.append("--rush must be in [0, 1)")
         if self.ramp < 0:
             problems.append("--ramp must be >= 0")
+        if self.per_conn < 0:
+            problems.append("--per-conn must be >= 0")
         if self.client_conns < 1:
             problems.append("--client-conns must be >= 1")
         if self.ride_time <= 0 or self.patience <= 0 or self.client_poll <= 0 or self.timeout <= 0:

@@ -1,17 +1,22 @@
 """The taxi simulation: drivers, clients and a rush-hour stream of orders.
 
-One Simulation runs in one process, on one gevent hub, with one fiber per driver
-(each with its own keep-alive connection) and one fiber per order's client (sharing a
-small pool of connections). All waiting goes through the clock passed in, so a test
-can run it on a FakeClock against a fake server; sockets are real.
+One Simulation runs in one process, on one gevent hub, with one fiber per driver and
+one fiber per order's client (sharing a small pool of connections). All waiting goes
+through the clock passed in, so a test can run it on a FakeClock against a fake server;
+sockets are real.
 
-A driver, while free: POST its location, then long-poll GET .../offer?timeout=T (T is
-the ping interval with a per-driver jitter of +-20 %), so the long-poll doubles as the
-wait between pings and one connection per driver suffices. If the server answers the
-poll early with 204 the driver waits out the rest of T. On an offer it accepts with
-probability ``accept`` (else declines); after accepting it drives to the pickup,
-pinging "busy" every interval, POSTs arriving, drives to the destination, POSTs
-complete, and is free again. Positions move along straight random routes at ~10 m/s.
+A driver, while free, POSTs its location once per period P (the ping interval with a
+per-driver jitter of +-20 %). With a connection of its own (``per_conn`` 1), it then
+long-polls GET .../offer?timeout=P, so the long-poll doubles as the wait between pings;
+if the server answers the poll early with 204 the driver waits out the rest of P. When
+``per_conn`` K > 1, K drivers share one keep-alive connection and take turns on it
+(the wait for a turn is reported apart, as "connection queue"); such a driver cannot
+park a long-poll on it, so it reads its offer from the location answer, which carries
+the offer presented to it, if any. Offers then wait for the next ping (up to P).
+On an offer it accepts with probability ``accept`` (else declines); after accepting it
+drives to the pickup, pinging "busy" every interval, POSTs arriving, drives to the
+destination, POSTs complete, and is free again. Positions move along straight random
+routes at ~10 m/s.
 
 A client POSTs an order, polls it every ``client_poll`` seconds until a driver has
 accepted it, and cancels it if that has not happened within its patience.
@@ -24,6 +29,7 @@ At the end the fibers are stopped (requests still waiting are counted as abandon
 each order this process created is read back once (endpoint "final_check") for its
 final state, and /taxi/stats is fetched for the server's own view.
 """
+import gc
 import math
 import random
 from urllib.parse import urlsplit
@@ -96,6 +102,14 @@ class Simulation:
         """One request; returns (status, body) or (None, None) after a transport error."""
         res = self.results
         clock = self.clock
+        lock = conn.lock
+        if lock is not None:  # a connection shared by several drivers: wait our turn
+            if lock.locked():
+                t0 = clock.monotonic()
+                lock.acquire()
+                res.queued(clock.monotonic() - t0)
+            else:
+                lock.acquire()
         res.inflight += 1
         try:
             if not conn.connected:
@@ -114,6 +128,8 @@ class Simulation:
             raise
         finally:
             res.inflight -= 1
+            if lock is not None:
+                lock.release()
         res.response(ep, status, clock.monotonic() - t0)
         return status, body
 
@@ -148,19 +164,22 @@ class Simulation:
 
     # -- drivers -----------------------------------------------------------------
 
-    def _driver(self, driver_id):
+    def _driver(self, driver_id, conn=None):
+        """One driver. ``conn`` None: its own connection, offers by long-poll; else a
+        connection shared with other drivers, offers from the location answers."""
         cfg, clock, rng = self.cfg, self.clock, self.rng
-        conn = Connection(self.address, cfg.timeout, self._buf)
-        self._conns.append(conn)
+        shared = conn is not None
+        if not shared:
+            conn = Connection(self.address, cfg.timeout, self._buf)
+            self._conns.append(conn)
         t = self._t
         base = f"/taxi/drivers/{driver_id}"
         loc = t("POST", base + "/location")
-        poll_wait = round(self._jitter(cfg.interval), 3)
-        poll = t("GET", f"{base}/offer?timeout={poll_wait:g}").encode()
-        accept, decline = t("POST", base + "/offer/accept"), t("POST", base + "/offer/decline")
+        period = round(self._jitter(cfg.interval), 3)  # this driver's ping period
+        poll = None if shared else t("GET", f"{base}/offer?timeout={period:g}").encode()
         pos, target = self._point(), self._point()
         clock.sleep(rng.uniform(0, cfg.ramp or cfg.interval))  # spread the first pings (and connects)
-        last = clock.monotonic()
+        last = due = clock.monotonic()
         while True:
             now = clock.monotonic()
             pos, arrived = self._move(pos, target, now - last)
@@ -168,29 +187,53 @@ class Simulation:
             if arrived:
                 target = self._point()
             body = orjson.dumps({"lat": pos[0], "lon": pos[1], "status": "free"})
-            status, _ = self.call(conn, "location", loc.encode(body))
+            status, resp = self.call(conn, "location", loc.encode(body))
             if status is None or not 200 <= status < 300:
                 clock.sleep(self._jitter(cfg.interval))  # back off, do not hammer
+                due = clock.monotonic()
+                continue
+            if shared:
+                if b'"offer"' in resp:
+                    offer = self._json("location", resp, "offer")
+                    if isinstance(offer, dict):
+                        pos, last = self._on_offer(conn, driver_id, loc, offer, pos, last)
+                        due = clock.monotonic()
+                        continue
+                # A fixed period from the previous ping, not from its answer; after a
+                # stall, at most one ping is made up for.
+                due = max(due + period, clock.monotonic() - period)
+                rest = due - clock.monotonic()
+                if rest > 0:
+                    clock.sleep(rest)
                 continue
             t0 = clock.monotonic()
-            status, body = self.call(conn, "offer_poll", poll, timeout=poll_wait + cfg.timeout)
+            status, resp = self.call(conn, "offer_poll", poll, timeout=period + cfg.timeout)
             if status == 200:
-                offer = self._json("offer_poll", body, "offer")
-                oid = offer.get("order_id") if isinstance(offer, dict) else None
-                if oid is None:
-                    continue
-                payload = orjson.dumps({"order_id": oid})
-                if rng.random() < cfg.accept:
-                    status, _ = self.call(conn, "offer_accept", accept.encode(payload))
-                    if status is not None and 200 <= status < 300:
-                        self.results.order_accepted(oid, clock.monotonic())
-                        pos, last = self._ride(conn, driver_id, loc, oid, offer, pos)
-                else:
-                    self.call(conn, "offer_decline", decline.encode(payload))
+                offer = self._json("offer_poll", resp, "offer")
+                if isinstance(offer, dict):
+                    pos, last = self._on_offer(conn, driver_id, loc, offer, pos, last)
                 continue
-            rest = poll_wait - (clock.monotonic() - t0)
+            rest = period - (clock.monotonic() - t0)
             if rest > 0:
                 clock.sleep(rest)
+
+    def _on_offer(self, conn, driver_id, loc, offer, pos, last):
+        """Accept (and drive) or decline an offer; returns (position, when)."""
+        cfg, clock = self.cfg, self.clock
+        oid = offer.get("order_id")
+        if oid is None:
+            return pos, last
+        t = self._t
+        base = f"/taxi/drivers/{driver_id}"
+        payload = orjson.dumps({"order_id": oid})
+        if self.rng.random() < cfg.accept:
+            status, _ = self.call(conn, "offer_accept", t("POST", base + "/offer/accept").encode(payload))
+            if status is not None and 200 <= status < 300:
+                self.results.order_accepted(oid, clock.monotonic())
+                return self._ride(conn, driver_id, loc, oid, offer, pos)
+        else:
+            self.call(conn, "offer_decline", t("POST", base + "/offer/decline").encode(payload))
+        return pos, last
 
     def _ride(self, conn, driver_id, loc, oid, offer, pos):
         cfg, rng = self.cfg, self.rng
@@ -298,11 +341,23 @@ class Simulation:
         cfg, clock = self.cfg, self.clock
         self._group = gevent.pool.Group()
         self._pool = ConnectionPool(self.address, cfg.client_conns, cfg.timeout, self._buf)
+        per_conn = max(1, cfg.per_conn)
+        shared = None
+        if per_conn > 1:
+            shared = [Connection(self.address, cfg.timeout, self._buf, shared=True)
+                      for _ in range(math.ceil(cfg.drivers / per_conn))]
+            self._conns.extend(shared)
+        # The cyclic collector's full passes over ~20,000 fibers stopped this process for
+        # 0.4-0.5 s at a time, which showed up as server latency. A run creates little
+        # cyclic garbage, so the collector is off while the load runs.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         self.started = clock.monotonic()
         self.running = True
         try:
             for i in range(cfg.drivers):
-                self._group.spawn(self._driver, cfg.first_driver + i)
+                self._group.spawn(self._driver, cfg.first_driver + i,
+                                  None if shared is None else shared[i // per_conn])
             self._group.spawn(self._arrivals)
             clock.sleep(cfg.duration)
             self.results.elapsed = clock.monotonic() - self.started
@@ -311,6 +366,8 @@ class Simulation:
             self._group.kill(block=True)
             for conn in self._conns:
                 conn.close()
+            if gc_was_enabled:
+                gc.enable()
 
     def finish(self):
         """After load() (and, with several processes, after every process's load()):

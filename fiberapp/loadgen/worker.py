@@ -1,10 +1,11 @@
-"""Spreading the drivers' connections over processes, and one worker's entry point.
+"""Sharing or spreading the drivers' connections, and one worker's entry point.
 
-Each simulated driver holds its own keep-alive connection, as a phone would. One
-process can hold only as many sockets as its open-files limit (RLIMIT_NOFILE; the
-hard limit on the reference machine is 20,000), so ``plan`` raises the soft limit to
-the hard one and, when drivers plus client connections still do not fit, the run is
-split into that many worker processes, each with its own range of driver ids and an
+Each simulated driver holds its own keep-alive connection, as a phone would, when that
+fits. One process can hold only as many sockets as its open-files limit (RLIMIT_NOFILE;
+the hard limit on the reference machine is 20,000, for the server too), so ``plan``
+raises the soft limit to the hard one and, past it, makes drivers share connections
+(see ``plan``). With ``--processes`` (or when even the shared connections do not fit)
+the run is split into worker processes, each with its own range of driver ids and an
 equal share of the order rate. Workers are this module run as
 ``python -m fiberapp.loadgen.worker``: the config arrives as one JSON line on stdin,
 progress leaves as ``progress {json}`` lines every half second and the Results as one
@@ -29,6 +30,7 @@ from fiberapp.loadgen.results import Results
 from fiberapp.loadgen.taxi import Simulation
 
 RESERVED_FDS = 64  # stdio, the hub, DNS, log files...
+AUTO_PER_CONN = 20  # 20,000 drivers -> 1,000 connections (what a gateway's pool might hold)
 PROGRESS_EVERY = 0.5
 
 
@@ -48,18 +50,31 @@ def raise_fd_limit():
 
 
 def plan(cfg, fd_limit=None):
-    """(number of processes, note saying how connections are spread)."""
+    """(number of processes, drivers per connection, note saying how connections are spread).
+
+    One keep-alive connection per driver (each driver long-polls its offers, as a phone
+    would) when drivers and clients fit one process's open-files limit, which on one
+    machine is also the server's. Past it the server, holding every connection in one
+    process, would hit EMFILE, so drivers share connections instead: AUTO_PER_CONN
+    drivers per connection, taking turns, one request in flight per connection. A
+    shared connection cannot hold a driver's long-poll (it would block the others), so
+    those drivers learn of offers from their location answers. ``--per-conn`` chooses
+    either explicitly; ``--processes`` spreads what is left over worker processes.
+    """
     limit = raise_fd_limit() if fd_limit is None else fd_limit
     budget = max(1, limit - RESERVED_FDS)
-    needed = cfg.drivers + cfg.client_conns
+    per_conn = cfg.per_conn or (1 if cfg.drivers + cfg.client_conns <= budget else AUTO_PER_CONN)
+    driver_conns = math.ceil(cfg.drivers / per_conn)
+    needed = driver_conns + cfg.client_conns
     n = cfg.processes or max(1, math.ceil(needed / budget))
     n = max(1, min(n, max(1, cfg.drivers)))
-    if n == 1:
-        note = f"one keep-alive connection per driver ({cfg.drivers}) + {cfg.client_conns} shared client connections, in one process"
+    if per_conn == 1:
+        how = f"one keep-alive connection per driver ({cfg.drivers}), offers by long-poll"
     else:
-        note = (f"one keep-alive connection per driver, spread over {n} processes "
-                f"(open-files limit {limit} per process; {needed} connections needed)")
-    return n, note
+        how = (f"{per_conn} drivers per keep-alive connection ({driver_conns} connections, one request "
+               f"in flight each, drivers queue), offers read from the location answers (no long-poll)")
+    where = "in one process" if n == 1 else f"spread over {n} processes (open-files limit {limit} per process)"
+    return n, per_conn, f"{how}, + {cfg.client_conns} shared client connections, {where}"
 
 
 def split(cfg, n):
@@ -77,7 +92,8 @@ def split(cfg, n):
 def run(cfg, on_progress=None, clock=None, fd_limit=None):
     """Run the whole load (in this process or in workers); returns merged Results."""
     cfg.check()
-    n, note = plan(cfg, fd_limit)
+    n, per_conn, note = plan(cfg, fd_limit)
+    cfg = replace(cfg, per_conn=per_conn)
     if n == 1:
         sim = Simulation(cfg, clock=clock)
         ticker = None

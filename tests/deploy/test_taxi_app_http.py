@@ -72,6 +72,22 @@ def test_a_ride_through_the_api(client):
     assert set(stats["dispatch_latency"]) >= {"p50", "p95", "p99"}
 
 
+def test_the_location_answer_carries_the_presented_offer(client):
+    # Drivers that share a connection cannot park a long-poll: they learn of an offer
+    # from their next ping, which shows the same offer the long-poll would.
+    client.call("POST", "/taxi/drivers/7/location", {"lat": NEAR[0], "lon": NEAR[1]})
+    _, body = client.call("POST", "/taxi/orders", order_body())
+    oid = body["order"]["id"]
+    status, body = client.call("POST", "/taxi/drivers/7/location", {"lat": NEAR[0], "lon": NEAR[1]})
+    assert status == 200 and body["ok"] is True
+    assert body["offer"]["order_id"] == oid and body["offer"]["from"] == {"lat": NEAR[0], "lon": NEAR[1]}
+    assert body["offer"] == client.call("GET", "/taxi/drivers/7/offer?timeout=0")[1]["offer"]
+    assert client.call("POST", "/taxi/drivers/8/location", {"lat": FAR[0], "lon": FAR[1]}) == (200, {"ok": True})
+    client.call("POST", "/taxi/drivers/7/offer/accept", {"order_id": oid})
+    status, body = client.call("POST", "/taxi/drivers/7/location", {"lat": NEAR[0], "lon": NEAR[1], "status": "busy"})
+    assert (status, body) == (200, {"ok": True})  # accepted: no offer any more
+
+
 def test_cancel_with_and_without_a_reason(client):
     _, body = client.call("POST", "/taxi/orders", order_body())
     status, body = client.call("POST", f"/taxi/orders/{body['order']['id']}/cancel")

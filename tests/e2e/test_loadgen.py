@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from gevent import pywsgi, socket
 
 from fiberapp.loadgen.cli import bench
+from fiberapp.loadgen.client import Connection, RequestTemplate
 from fiberapp.loadgen.taxi import LoadgenError, Simulation, TaxiConfig, order_rate
 from fiberapp.loadgen.worker import plan, run, split
 from fiberapp.runtime.clock import FakeClock, SystemClock
@@ -40,9 +41,12 @@ ROUTES = [
 class FakeTaxi:
     """Dispatches each order to the first parked (long-polling) driver, else queues it."""
 
-    def __init__(self, clock, fail_every=0):
+    def __init__(self, clock, fail_every=0, offer_on_location=False):
         self.clock = clock
         self.fail_every = fail_every  # every n-th location ping answers 503
+        # Like the taxi app, the location answer carries a pending offer (what drivers
+        # sharing a connection rely on); they never park, so offers wait for a ping.
+        self.offer_on_location = offer_on_location
         self.hits = Counter()
         self.statuses = Counter()  # non-2xx answers given, "http <status>"
         self.orders = {}
@@ -95,7 +99,22 @@ class FakeTaxi:
         self.drivers_seen.add(int(driver))
         if self.fail_every and self.hits["location"] % self.fail_every == 0:
             return 503, {"error": "injected"}
+        if self.offer_on_location:
+            offered = [o for o in self.orders.values() if o["state"] == "offered" and o["driver"] == driver]
+            if offered:
+                return 200, {"ok": True, "offer": self._view(offered[0])}
+            while self.pending:
+                oid = self.pending.popleft()
+                if self.orders[oid]["state"] == "created" and driver not in self.orders[oid]["declined"]:
+                    return 200, {"ok": True, "offer": self._offer(oid, driver)}
+                if self.orders[oid]["state"] == "created":
+                    self.pending.append(oid)  # declined by this one: keep it for another
+                    break
         return 200, {"ok": True}
+
+    @staticmethod
+    def _view(o):
+        return {"order_id": o["id"], "from": o["from"], "to": o["to"]}
 
     def do_offer_poll(self, driver, body, env):
         timeout = float(parse_qs(env["QUERY_STRING"])["timeout"][0])
@@ -266,10 +285,58 @@ def test_rush_hour_curve_averages_to_the_rate():
     assert order_rate(cfg, 0) == pytest.approx(4) and order_rate(cfg, 50) == pytest.approx(16)
 
 
+def test_counts_match_with_drivers_sharing_connections(serve):
+    clock = FakeClock()
+    fake = FakeTaxi(clock, fail_every=11, offer_on_location=True)
+    cfg = TaxiConfig(url=serve(fake), drivers=12, per_conn=4, interval=0.25, orders=8, duration=3.0,
+                     accept=0.7, ride_time=0.6, patience=0.8, client_poll=0.2, client_conns=2, seed=5)
+    results = run_virtual(clock, Simulation(cfg, clock=clock), fake)
+    rep = results.report()
+    for ep in ("location", "offer_accept", "offer_decline", "order_create", "order_cancel", "arriving",
+               "complete", "stats"):
+        assert fake.hits[ep] == results.requests.get(ep, 0) + results.abandoned.get(ep, 0), ep
+    assert fake.hits["offer_poll"] == 0  # no long-poll on a shared connection
+    assert results.errors == dict(fake.statuses)
+    assert rep["orders"] == dict(Counter(o["state"] for o in fake.orders.values()))
+    assert rep["orders"].get("completed", 0) >= 1 and fake.hits["offer_decline"] >= 1
+    assert fake.drivers_seen == set(range(1, 13))
+    # 12 drivers on 3 connections, plus the clients' 2.
+    assert len(fake.peers) <= 3 + 2
+    # Each driver pings about once per period (0.25 s +-20 %) over the 3 s.
+    assert 12 * 3.0 / 0.3 <= fake.hits["location"] <= 12 * 3.0 / 0.2 + 12
+
+
+def test_drivers_on_a_shared_connection_take_turns(serve):
+    fake = FakeTaxi(SystemClock())
+    sim = Simulation(TaxiConfig(url=serve(fake), drivers=0))
+    conn = Connection(sim.address, 5.0, shared=True)
+    ping = RequestTemplate("POST", "/taxi/drivers/1/location", sim.host).encode(b"{}")
+    calls = [gevent.spawn(sim.call, conn, "location", ping) for _ in range(5)]
+    gevent.joinall(calls, raise_error=True)
+    conn.close()
+    assert [c.value[0] for c in calls] == [200] * 5
+    # The first took the connection; the four others found it busy and waited their turn,
+    # timed apart from the request; the server saw one connection.
+    assert sim.results.queue_waits.summary()["count"] == 4
+    assert sim.results.requests["location"] == 5 and len(fake.peers) == 1
+
+
+def test_plan_shares_connections_past_the_open_files_limit():
+    # 20,000 drivers do not fit one process (nor the server, on the same machine):
+    # drivers share connections, in one process.
+    n, per_conn, note = plan(TaxiConfig(drivers=20_000, client_conns=32), fd_limit=20_000)
+    assert (n, per_conn) == (1, 20) and "20 drivers per keep-alive connection (1000 connections" in note
+    assert "one process" in note
+    # What fits keeps one connection (and a long-poll) per driver.
+    n, per_conn, note = plan(TaxiConfig(drivers=19_000, client_conns=32), fd_limit=20_000)
+    assert (n, per_conn) == (1, 1) and "one keep-alive connection per driver" in note
+    assert plan(TaxiConfig(drivers=20_000, per_conn=50), fd_limit=20_000)[:2] == (1, 50)
+
+
 def test_plan_spreads_connections_over_processes():
-    cfg = TaxiConfig(drivers=20_000, client_conns=32)
-    n, note = plan(cfg, fd_limit=20_000)
-    assert n == 2 and "2 processes" in note
+    cfg = TaxiConfig(drivers=20_000, client_conns=32, per_conn=1)
+    n, per_conn, note = plan(cfg, fd_limit=20_000)
+    assert n == 2 and per_conn == 1 and "2 processes" in note
     parts = split(cfg, n)
     assert [p.first_driver for p in parts] == [1, 10_001]
     assert sum(p.drivers for p in parts) == 20_000 and sum(p.share for p in parts) == pytest.approx(1)
