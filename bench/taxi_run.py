@@ -2,14 +2,17 @@
 
     .venv/bin/python -m bench.taxi_run                        # 20,000 drivers, 60 s
     .venv/bin/python -m bench.taxi_run --drivers 2000 --duration 20
+    .venv/bin/python -m bench.taxi_run --profile /tmp/taxi.folded   # + py-spy on the server
 
 One command: it creates a scratch PostgreSQL schema, starts ``fiberapp run
 deploy/taxi/app.py`` pinned to CPU 0 (its own data dir, open-files limit raised so one
-process holds every driver's keep-alive connection), runs ``fiberapp bench taxi`` pinned
-to CPU 1, samples the server's RSS and CPU once a second, then flushes the history,
-stops the server and drops the schema (--keep to keep it). Printed: the generator's
+process holds every connection), runs ``fiberapp bench taxi`` pinned to CPU 1 (past the
+open-files limit its drivers share connections, 20 per connection: see --per-conn),
+samples the server's RSS and CPU once a second, then flushes the history, stops the
+server and drops the schema (--keep to keep it). Printed: the generator's
 report (requests/s, p50/p95/p99 per endpoint, errors, orders by final state), the
-server's /taxi/stats, peak RSS and average CPU, and the verdict against the target:
+server's /taxi/stats, peak RSS, average CPU and the loop holds its watchdog logged, how
+the generator held its connections, and the verdict against the target:
 p99 < 50 ms on every endpoint but the offer long-poll (whose latency is its wait) and
 zero errors.
 """
@@ -25,7 +28,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from bench.common import free_port
+from bench.common import cpu_pressure, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "deploy" / "taxi" / "app.py"
@@ -113,6 +116,11 @@ def main(argv=None):
     p.add_argument("--orders", type=float, default=20.0)
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--processes", type=int, default=0, help="load generator processes (0: as few as fds allow)")
+    p.add_argument("--per-conn", type=int, default=0,
+                   help="drivers per keep-alive connection (0: the generator's auto: 1 while every connection "
+                        "fits the open-files limit, else 20, offers then read from the location answers)")
+    p.add_argument("--profile", metavar="FILE", help="record the server with py-spy (folded stacks) into FILE "
+                   "(py-spy on PATH or in $PY_SPY)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--wal-mode", default="write", choices=("write", "fsync"))
@@ -124,13 +132,14 @@ def main(argv=None):
     import psycopg
     import psycopg.conninfo
 
-    # One keep-alive connection per driver, all into one server process: past its
+    # With one keep-alive connection per driver, all into one server process, past its
     # open-files limit accept() fails with EMFILE and drivers time out (not a latency).
     limit = server_fd_limit()
-    if args.drivers + 32 + 100 > limit:
+    if args.per_conn == 1 and args.drivers + 32 + 100 > limit:
         print(f"WARNING: {args.drivers} drivers + clients need more than the server's open-files limit "
               f"({limit}, a hard limit this user cannot raise): expect EMFILE and timeouts. "
-              f"--drivers {limit - 1000} fits.", file=sys.stderr, flush=True)
+              f"--drivers {limit - 1000} fits, or let drivers share connections (--per-conn 0 or > 1).",
+              file=sys.stderr, flush=True)
 
     schema = "taxi_bench_" + uuid.uuid4().hex[:8]
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -151,19 +160,33 @@ def main(argv=None):
                                "--config", str(cfg)], preexec_fn=raise_fds,
                               stdout=open(Path(tmp) / "server.log", "wb"), stderr=subprocess.STDOUT)
     result = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "loadavg": os.getloadavg(),
-              "args": vars(args), "schema": schema}
+              "cpu_pressure": cpu_pressure(), "args": vars(args), "schema": schema}
     try:
         wait_ready(url, server)
         sampler = Sampler(server.pid)
         sampler.start()
         cmd = ["taskset", "-c", str(args.load_cpu), str(bindir / "fiberapp"), "bench", "taxi", "--url", url,
                "--drivers", str(args.drivers), "--interval", str(args.interval), "--orders", str(args.orders),
-               "--duration", str(args.duration), "--processes", str(args.processes), "--json", "--quiet"]
+               "--duration", str(args.duration), "--processes", str(args.processes),
+               "--per-conn", str(args.per_conn), "--json", "--quiet"]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "-p", str(server.pid), "-r", "200",
+                                    "-d", str(int(args.duration)), "-f", "raw", "--nonblocking", "-o", args.profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t_load = time.monotonic()
         load = subprocess.run(cmd, preexec_fn=raise_fds, capture_output=True, text=True,
                               timeout=args.duration * 3 + 300)
+        t_load = time.monotonic() - t_load
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result["generator"] = {"cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
+                               "wall_s": round(t_load, 2)}
         sampler.stop_flag.set()
         sampler.join()
+        if spy is not None:
+            spy.wait(60)
         if load.returncode != 0 or not load.stdout.strip():
             raise RuntimeError(f"the load generator failed ({load.returncode}):\n{load.stderr[-3000:]}")
         report = json.loads(load.stdout)
@@ -172,6 +195,9 @@ def main(argv=None):
                             "cpu_share": round(sampler.cpu_share(), 3)}
         result["history_flush"] = http("POST", url + "/taxi/history/flush?timeout=60", timeout=90)
         result["stats"] = http("GET", url + "/taxi/stats")
+        result["cpu_pressure_end"] = cpu_pressure()
+        result["server"]["loop_holds"] = loop_holds(Path(tmp) / "server.log")
+        result["server"]["log"] = str(Path(tmp) / "server.log")
     finally:
         server.terminate()
         try:
@@ -190,7 +216,8 @@ def main(argv=None):
 
 def summary(result):
     rep = result["loadgen"]
-    lines = [f"taxi run {result['started']} (loadavg at start {result['loadavg'][0]:.1f}): "
+    lines = [f"taxi run {result['started']} (loadavg at start {result['loadavg'][0]:.1f}, "
+             f"cpu pressure some avg10 {result.get('cpu_pressure')}, at the end {result.get('cpu_pressure_end')}): "
              f"{result['args']['drivers']} drivers every {result['args']['interval']:g} s, "
              f"{result['args']['orders']:g} orders/s, {result['args']['duration']:g} s",
              f"requests: {rep['requests']} ({rep['rps']:.0f}/s); errors: {sum(rep['errors'].values())} {rep['errors']}",
@@ -208,11 +235,33 @@ def summary(result):
     srv = result["server"]
     lines.append(f"server: peak RSS {srv['peak_rss_mb']} MB, CPU {srv['cpu_share'] * 100:.0f}% of one core; "
                  f"history written {result['history_flush']['written']}, pending {result['history_flush']['pending']}")
+    gen = result.get("generator")
+    if gen:
+        lines.append(f"generator: {gen['cpu_s']} s of CPU in {gen['wall_s']} s "
+                     f"({100 * gen['cpu_s'] / max(gen['wall_s'], 1e-9):.0f}% of one core, final sweep included)")
+    holds = srv.get("loop_holds") or []
+    lines.append(f"server loop holds > 0.1 s (watchdog): {len(holds)}"
+                 + (f", longest {max(holds):.3f} s" if holds else ""))
+    c, q = rep["connects"], rep.get("queue_waits") or {}
+    lines.append(f"connections opened {c['count']} (connect p99 {fmt_s(c['p99'])}); waits for a turn on a shared "
+                 f"driver connection {q.get('count', 0)} (p99 {fmt_s(q.get('p99'))})")
+    for note in rep["notes"]:
+        lines.append(f"note: {note}")
     errors = sum(rep["errors"].values())
     ok = worst < P99_TARGET_MS and errors == 0
     lines.append(f"target (p99 < {P99_TARGET_MS:g} ms outside the long-poll, zero errors): "
                  f"{'MET' if ok else 'NOT MET'} (worst p99 {worst:.1f} ms, {errors} errors)")
     return "\n".join(lines)
+
+
+def loop_holds(log):
+    """Seconds of each loop hold the server's watchdog logged."""
+    holds = []
+    with open(log, errors="replace") as f:
+        for line in f:
+            if "fiberapp.watchdog" in line and "has held the loop for" in line:
+                holds.append(float(line.split("has held the loop for ")[1].split()[0]))
+    return holds
 
 
 def fmt_s(v):

@@ -2,7 +2,8 @@
 
 A request never touches PostgreSQL: ``record(order, event)`` puts one task into the
 ``<prefix>_history`` tube (fifo) and returns. The writer fiber takes up to ``batch``
-tasks at a time and writes them in one transaction: the touched orders' rows first
+tasks at a time (when fewer are there, it waits ``linger`` seconds for more, unless a
+``flush`` is waiting) and writes them in one transaction: the touched orders' rows first
 (upserted, newest wins, so the events' foreign key holds), then the events. Only after
 the commit are the tasks acked. When PostgreSQL is down the tasks are released (they keep
 their order: fifo by id) and the writer waits, with a doubling backoff, and tries again:
@@ -47,6 +48,7 @@ class HistoryWriter:
         self.last_error = None
         self._written_upto = 0  # highest event id committed (the tube is fifo: in order)
         self._progress = Cond(clock=clock)
+        self._hurry = Cond(clock=clock)  # flush() cuts the writer's linger short
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -92,6 +94,7 @@ class HistoryWriter:
         that happened within ``timeout`` seconds."""
         target = self.next_id - 1
         deadline = self.clock.monotonic() + timeout
+        self._hurry.broadcast()
         while self._written_upto < target and self.pending():
             left = deadline - self.clock.monotonic()
             if left <= 0 or not self._progress.wait(left):
@@ -114,10 +117,16 @@ class HistoryWriter:
             if task.session == SESSION:
                 self.tube.release(task.id, session=SESSION)
         backoff = self.settings.history_backoff
+        batch, linger = self.settings.history_batch, self.settings.history_linger
         while True:
-            tasks = self.tube.take_many(self.settings.history_batch, timeout=5.0, session=SESSION)
+            tasks = self.tube.take_many(batch, timeout=5.0, session=SESSION)
             if not tasks:
                 continue
+            if len(tasks) < batch:
+                # Let a batch gather: one transaction per event or two cost the server
+                # ~15 % of its core at 20 orders/s (3,130 transactions for 4,492 events).
+                self._hurry.wait(linger)
+                tasks += self.tube.take_many(batch - len(tasks), timeout=0, session=SESSION)
             if self.write_batch(tasks):
                 backoff = self.settings.history_backoff
             else:

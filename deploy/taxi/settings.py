@@ -9,6 +9,7 @@ passes them. Every problem is reported at once, as fiberapp's own config does.
     TAXI_OFFLINE_AFTER    30    a driver not heard from for this long is offline (s)
     TAXI_RETRY_DELAY      1     no free driver: look again after this (s)
     TAXI_HISTORY_BATCH    500   at most this many events per PostgreSQL transaction
+    TAXI_HISTORY_LINGER   0.2   a short batch waits this long for more events (s)
     TAXI_HISTORY_BACKOFF  0.5   first wait after a failed write; doubles up to 30 s
     TAXI_KEEP_FINISHED    600   finished orders stay in memory this long, then are read
                                 back from PostgreSQL (s)
@@ -36,6 +37,7 @@ class Settings:
     offline_after: float = 30.0
     retry_delay: float = 1.0
     history_batch: int = 500
+    history_linger: float = 0.2
     history_backoff: float = 0.5
     keep_finished: float = 600.0
     max_poll: float = 60.0
