@@ -29,15 +29,19 @@ Contracts:
 import logging
 import socket
 import struct
+from time import monotonic
 
 import gevent
 import gevent.lock
+from gevent.hub import get_hub
+from greenlet import getcurrent
 
 from fiberapp.runtime.errors import FiberappError
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+RECV_SIZE = 65536
 
 
 class NetError(FiberappError):
@@ -62,19 +66,41 @@ class FrameTooLarge(NetError):
 
 class Stream:
     """A connected socket with buffered, bounded reads. Not for sharing between fibers
-    that read at the same time (one reader, one writer is fine)."""
+    that read at the same time (one reader, one writer is fine).
+
+    On a gevent socket (the normal case: the process is patched) reads and writes go to
+    the raw non-blocking socket: a write is one send() when it fits the socket buffer
+    (gevent's sendall would add a getsockopt, chunking and a timer per call), and a read
+    that follows a read which drained the kernel queue waits for readability first
+    instead of failing with EAGAIN (in request/answer protocols the answer is never there
+    yet). The read timeout is one lazily re-armed loop timer per stream, not a gevent
+    Timeout per wait: starting a wait stores a deadline, and the timer, when it fires,
+    either re-arms itself for that deadline or, if it has passed, throws NetTimeout into
+    the waiting fiber.
+    """
 
     def __init__(self, sock, read_timeout=30.0, max_line=64 * 1024, max_frame=16 * 1024 * 1024):
         self.sock = sock
         self.max_line = max_line
         self.max_frame = max_frame
+        self.read_timeout = read_timeout
         self._buf = bytearray()
         self._eof = False
-        sock.settimeout(read_timeout)
+        sock.settimeout(read_timeout)  # gevent's own paths (a write that fills the buffer) use it
+        raw = getattr(sock, "_sock", None)
+        event = getattr(sock, "_read_event", None)
+        if raw is None or event is None or raw.gettimeout() != 0.0:
+            raw = event = None  # not a gevent socket: plain (blocking) calls
+        self._raw = raw
+        self._read_event = event
+        self._drained = False  # the last recv emptied the kernel queue: wait before the next
+        self._waiter = None  # the fiber waiting for readability, if any
+        self._deadline = 0.0
+        self._timer = None
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
-        except OSError:
+        except (OSError, ValueError):  # gone already, or not an (host, port) address (AF_UNIX)
             self.peer = "?"
 
     def __enter__(self):
@@ -84,6 +110,10 @@ class Stream:
         self.close()
 
     def close(self):
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.stop()
+            timer.close()
         self.sock.close()
 
     # -- reading -----------------------------------------------------------------------------
@@ -92,17 +122,66 @@ class Stream:
         """Read what is available into the buffer; False at end of stream."""
         if self._eof:
             return False
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise NetTimeout(f"{self.peer}: no data within {self.sock.gettimeout()}s") from None
-        except OSError as exc:
-            raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+        raw = self._raw
+        if raw is None:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except socket.timeout:
+                raise NetTimeout(f"{self.peer}: no data within {self.read_timeout}s") from None
+            except OSError as exc:
+                raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+        else:
+            if self._drained:
+                self._wait_readable()
+            while True:
+                try:
+                    data = raw.recv(RECV_SIZE)
+                    break
+                except BlockingIOError:
+                    self._wait_readable()
+                except InterruptedError:
+                    pass
+                except OSError as exc:
+                    raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+            self._drained = len(data) < RECV_SIZE
         if not data:
             self._eof = True
             return False
         self._buf += data
         return True
+
+    def _wait_readable(self):
+        timeout = self.read_timeout
+        if timeout is not None:
+            self._deadline = monotonic() + timeout
+            if self._timer is None:
+                self._arm(timeout)
+        self._waiter = getcurrent()
+        try:
+            get_hub().wait(self._read_event)
+        except OSError as exc:  # the socket was closed by another fiber while we waited
+            raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+        finally:
+            self._waiter = None
+
+    def _arm(self, delay):
+        timer = get_hub().loop.timer(max(delay, 0.0))
+        timer.ref = False  # a stream waiting for data is kept alive by its io watcher
+        self._timer = timer
+        timer.start(self._on_timer)
+
+    def _on_timer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+        waiter = self._waiter
+        if waiter is None:
+            return  # nobody waits now: the next wait arms a new timer
+        left = self._deadline - monotonic()
+        if left > 0:
+            self._arm(left)
+        else:
+            waiter.throw(NetTimeout(f"{self.peer}: no data within {self.read_timeout}s"))
 
     def read_line(self):
         """The next line without its terminator, or None at a clean end of stream."""
@@ -145,6 +224,18 @@ class Stream:
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, data):
+        raw = self._raw
+        if raw is not None:
+            # Fast path: one non-blocking send (a small message fits the socket buffer).
+            try:
+                sent = raw.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         try:
             self.sock.sendall(data)
         except socket.timeout:

@@ -1,0 +1,125 @@
+"""fiberapp.net.Stream's fast paths: raw send/recv on gevent sockets, wait-first reads and the
+lazily re-armed read-timeout timer (driven here by hand, with a fake monotonic clock).
+
+The protocol-level tests (framing, limits, TcpServer) are in tests/db/test_net.py."""
+import socket
+
+import gevent
+import pytest
+
+from fiberapp import net
+from fiberapp.net import ConnectionClosed, NetTimeout, Stream
+from tests.waiting import wait_for
+
+
+def fire(stream):
+    """Run the stream's timer callback in the hub, as the loop would, and wait until it ran."""
+    ran = []
+
+    def callback():
+        ran.append(True)
+        stream._on_timer()
+
+    gevent.get_hub().loop.run_callback(callback)
+    wait_for(lambda: ran, what="the timer callback")
+
+
+@pytest.fixture
+def pair():
+    """(Stream, peer socket) over loopback TCP; both gevent sockets (the suite is patched)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stream = net.connect(*listener.getsockname(), connect_timeout=2, read_timeout=30)
+    peer, _ = listener.accept()
+    listener.close()
+    yield stream, peer
+    stream.close()
+    peer.close()
+
+
+def test_requests_and_answers_go_through_the_raw_socket(pair):
+    stream, peer = pair
+    assert stream._raw is not None  # a gevent socket: the fast paths are in use
+    for i in range(3):
+        stream.write(b"ping %d\n" % i)
+        assert peer.recv(64) == b"ping %d\n" % i
+        peer.sendall(b"pong %d\n" % i)
+        assert stream.read_line() == b"pong %d" % i
+    assert stream._drained  # the last recv emptied the queue: the next read waits first
+
+
+def test_a_write_larger_than_the_socket_buffer_completes(pair):
+    stream, peer = pair
+    data = bytes(range(256)) * 40_000  # ~10 MB: far more than one send() takes
+    got = bytearray()
+
+    def drain():
+        while len(got) < len(data):
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = gevent.spawn(drain)
+    stream.write(data)
+    reader.join(timeout=10)
+    assert bytes(got) == data
+
+
+def test_the_timeout_timer_rearms_until_the_deadline_then_times_out(pair, monkeypatch):
+    stream, peer = pair
+    now = [1000.0]
+    monkeypatch.setattr(net, "monotonic", lambda: now[0])
+    stream._drained = True  # wait before reading: the reader parks on the io watcher
+    reader = gevent.spawn(stream.read_line)
+    wait_for(lambda: stream._waiter is not None, what="the reader to wait")
+    assert stream._deadline == 1030.0 and stream._timer is not None
+
+    now[0] = 1010.0  # the timer fires early (it was armed by an earlier wait): re-arm
+    fire(stream)
+    assert stream._timer is not None and not reader.dead
+
+    now[0] = 1030.0  # the deadline has passed: the waiting fiber gets NetTimeout
+    fire(stream)
+    with pytest.raises(NetTimeout):
+        reader.get(timeout=2)
+    assert stream._waiter is None
+
+
+def test_a_timer_firing_between_reads_only_disarms(pair):
+    stream, peer = pair
+    peer.sendall(b"one\n")
+    stream._drained = True
+    assert stream.read_line() == b"one"  # waited once: the timer is armed
+    assert stream._timer is not None
+    fire(stream)  # nobody waits: nothing thrown, nothing re-armed
+    assert stream._timer is None
+    peer.sendall(b"two\n")
+    assert stream.read_line() == b"two"  # the next wait arms it again
+    assert stream._timer is not None
+
+
+def test_closing_the_stream_under_a_waiting_reader_is_a_typed_error(pair):
+    stream, peer = pair
+    stream._drained = True
+    reader = gevent.spawn(stream.read_line)
+    wait_for(lambda: stream._waiter is not None, what="the reader to wait")
+    stream.close()
+    with pytest.raises(ConnectionClosed):
+        reader.get(timeout=2)
+    assert stream._timer is None
+
+
+def test_a_plain_socket_uses_the_plain_calls():
+    a, b = socket.socketpair()
+    try:
+        plain = Stream(a, read_timeout=5)
+        plain._raw = None  # as for a socket that is not gevent's
+        b.sendall(b"hello\n")
+        assert plain.read_line() == b"hello"
+        plain.write(b"back\n")
+        assert b.recv(64) == b"back\n"
+    finally:
+        a.close()
+        b.close()
