@@ -10,8 +10,12 @@ directory fsynced, so a reader only ever sees complete files. Layout::
 The dump holds monotonic deadlines; wall_offset maps them back (timeconv.py).
 A top-level list of dicts that all share one key order (the tasks) is stored as a table,
 keys once and a list of values per row: a million tasks take ~2.5x less space and time
-to pack than a million maps repeating 22 key names.
+to pack than a million maps repeating 22 key names. Reading gives it back as a ``Table``:
+a sequence of those dicts, built one by one as they are read, whose ``columns`` and
+``rows`` a store that knows the columns uses directly (queues.snapshot.restore: no dict
+per task at recovery).
 """
+from collections.abc import Sequence
 import os
 import struct
 import zlib
@@ -41,10 +45,16 @@ TABLE = "\x00table"
 
 
 def tables(dump):
+    """The form a snapshot body packs: top-level lists of same-keyed dicts as tables."""
     if not isinstance(dump, dict):
         return dump
     out = {}
     for key, value in dump.items():
+        if isinstance(value, Table) or (
+                hasattr(value, "columns") and hasattr(value, "rows") and not isinstance(value, dict)):
+            # already a table (a store's dump_tables(): columns + rows, no dict per row)
+            out[key] = {TABLE: list(value.columns), "rows": value.rows}
+            continue
         if isinstance(value, list) and value and type(value[0]) is dict:
             keys = list(value[0])
             if all(type(row) is dict and list(row) == keys for row in value):
@@ -54,16 +64,53 @@ def tables(dump):
     return out
 
 
+class Table(Sequence):
+    """A list of dicts that share one key order, kept as ``columns`` (the keys) and
+    ``rows`` (a sequence of values per dict). Reads as the list of dicts it stands for;
+    each dict is built when it is read. Equal to a Table or a list of the same dicts."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns, rows):
+        self.columns = columns
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [dict(zip(self.columns, row)) for row in self.rows[index]]
+        return dict(zip(self.columns, self.rows[index]))
+
+    def __iter__(self):
+        columns = self.columns
+        return (dict(zip(columns, row)) for row in self.rows)
+
+    def __eq__(self, other):
+        if isinstance(other, Table) and list(other.columns) == list(self.columns):
+            return len(self.rows) == len(other.rows) and all(
+                list(a) == list(b) for a, b in zip(self.rows, other.rows))
+        if isinstance(other, (list, tuple, Table)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"<Table {len(self.rows)} rows of {list(self.columns)}>"
+
+
 def expand(raw, delta):
-    """The dump a snapshot holds, its deadlines moved by delta (timeconv.shift)."""
+    """The dump a snapshot holds, its deadlines moved by delta (timeconv.shift); its
+    tables (see tables()) as Table sequences."""
     if not isinstance(raw, dict):
         return shift(raw, delta)
     out = {}
     for key, value in raw.items():
         if type(value) is dict and TABLE in value:
             keys = value[TABLE]
-            rows = shift_table(keys, value["rows"], delta)
-            out[key] = [dict(zip(keys, row)) for row in rows]
+            out[key] = Table(keys, shift_table(keys, value["rows"], delta))
         else:
             out[key] = shift(value, delta)
     return out
