@@ -2,7 +2,11 @@
 put + take + ack cycles over keep-alive, with beanstalkd as the peer in the same run.
 
     .venv/bin/python -m bench.api [--duration 10] [--runs 3] [--wal-mode write]
-                                  [--connections 50] [--no-beanstalkd]
+                                  [--connections 50] [--no-beanstalkd] [--http-client]
+
+The sequential client is a lean raw-socket keep-alive client (LeanClient: requests encoded
+once, answers framed by Content-Length, the take's answer decoded with orjson), the same
+shape as the beanstalkd client; --http-client also runs the cycle with http.client.
 
 The server (runtime + store + persistence + HTTP server + API, assembled here) runs in a
 child process pinned to CPU 0 (taskset); wrk and the Python client are pinned to CPU 1.
@@ -37,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from bench.common import cpu_pressure
 
 PAYLOAD = "x" * 88  # {"data":"xxx..."} is 100 bytes of JSON body
 BODY = json.dumps({"data": PAYLOAD})
@@ -192,8 +198,91 @@ def _ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+class LeanClient:
+    """A lean keep-alive HTTP/1.1 client: one socket (TCP_NODELAY), requests encoded once,
+    each answer read with recv_into and framed by its Content-Length. What one sequential
+    Python client costs when it does not spend its time in http.client (whose request
+    building and header parsing cost more CPU per request than the server's own work)."""
+
+    def __init__(self, port, session="bench-client"):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = (b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"X-Fiberapp-Session: " + session.encode() + b"\r\n")
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+
+    def request(self, method, path, body=b""):
+        """The request's bytes, encoded once by the caller and sent many times."""
+        return (b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+                % (method.encode(), path.encode(), self.head, len(body), body))
+
+    def call(self, request):
+        """Send one request, read its whole answer: (status, body bytes)."""
+        self.sock.sendall(request)
+        buf, recv_into = self.buf, self.sock.recv_into
+        n = recv_into(buf)
+        end = buf.find(b"\r\n\r\n", 0, n)
+        while end < 0:
+            got = recv_into(self.view[n:])
+            if not got:
+                raise ConnectionError("the server closed the connection")
+            n += got
+            end = buf.find(b"\r\n\r\n", 0, n)
+        i = buf.find(b"\r\nContent-Length: ", 0, end)
+        total = end + 4 + (int(buf[i + 18:buf.find(b"\r", i + 18, end + 2)]) if i >= 0 else 0)
+        while n < total:
+            got = recv_into(self.view[n:])
+            if not got:
+                raise ConnectionError("the server closed the connection")
+            n += got
+        if n != total:
+            raise AssertionError("the server answered more than was asked")
+        return int(buf[9:12]), bytes(buf[end + 4:total])
+
+    def close(self):
+        self.sock.close()
+
+
 def cycles_client(port, seconds):
-    """One sequential client (http.client, keep-alive): put + take + ack as fast as it can."""
+    """One sequential client (LeanClient, keep-alive): put + take + ack as fast as it can,
+    each request waiting for the previous answer. Returns (cycles/s, cycles, p50 and p99 of
+    one cycle in ms)."""
+    import orjson
+
+    c = LeanClient(port)
+    put = c.request("POST", "/api/v1/tubes/cycle/tasks", BODY.encode())
+    take = c.request("POST", "/api/v1/tubes/cycle/take", b'{"timeout":0}')
+    ack = c.request("POST", "/api/v1/tubes/cycle/tasks/%d/ack")  # "%d": filled per cycle
+    return _cycles(c, put, take, ack, seconds, orjson.loads)
+
+
+def _cycles(c, put, take, ack, seconds, loads):
+    call, clock = c.call, time.perf_counter
+    times = []
+    n = 0
+    start = t0 = clock()
+    end = start + seconds
+    while True:
+        status, data = call(put)
+        assert status == 201, (status, data)
+        status, data = call(take)
+        assert status == 200, (status, data)
+        status, data = call(ack % loads(data)["task"]["id"])
+        assert status == 200, (status, data)
+        t1 = clock()
+        times.append(t1 - t0)
+        t0 = t1
+        n += 1
+        if t1 > end:
+            break
+    c.close()
+    times.sort()
+    return n / (t0 - start), n, times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
+
+
+def httpclient_cycles(port, seconds):
+    """The same cycle with http.client (what an unhurried script would use), for comparison."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     session = {"X-Fiberapp-Session": "bench-client", "Content-Type": "application/json"}
     body = BODY.encode()
@@ -212,24 +301,28 @@ def cycles_client(port, seconds):
         n += 1
         if n % 64 == 0 and time.perf_counter() > end:
             break
-    return n / (time.perf_counter() - start), n
+    return n / (time.perf_counter() - start), n, float("nan"), float("nan")
 
 
 def beanstalkd_cycles(port, seconds):
-    """The same cycle against beanstalkd with a tiny raw-socket client."""
+    """The same cycle against beanstalkd with a tiny raw-socket client (same shape: one
+    sequential connection, requests encoded once)."""
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     f = s.makefile("rb")
     data = PAYLOAD.encode() + b"x" * (100 - len(PAYLOAD))
     put = b"put 0 0 60 %d\r\n%s\r\n" % (len(data), data)
+    take = b"reserve-with-timeout 0\r\n"
+    clock = time.perf_counter
+    times = []
     n = 0
-    end = time.perf_counter() + seconds
-    start = time.perf_counter()
+    start = t0 = clock()
+    end = start + seconds
     while True:
         s.sendall(put)
         line = f.readline()
         assert line.startswith(b"INSERTED"), line
-        s.sendall(b"reserve-with-timeout 0\r\n")
+        s.sendall(take)
         line = f.readline()
         assert line.startswith(b"RESERVED"), line
         job_id, size = line.split()[1:3]
@@ -237,19 +330,23 @@ def beanstalkd_cycles(port, seconds):
         s.sendall(b"delete %s\r\n" % job_id)
         line = f.readline()
         assert line == b"DELETED\r\n", line
+        t1 = clock()
+        times.append(t1 - t0)
+        t0 = t1
         n += 1
-        if n % 64 == 0 and time.perf_counter() > end:
+        if t1 > end:
             break
     s.close()
-    return n / (time.perf_counter() - start), n
+    times.sort()
+    return n / (t0 - start), n, times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
 
 
 def cycles_in_child(kind, port, seconds, pin):
-    """Run a client pinned to CPU 1 in its own process; returns (cycles/s, cycles)."""
+    """Run a client pinned to CPU 1 in its own process; returns (cycles/s, cycles, p50 ms, p99 ms)."""
     out = subprocess.run([*pin["client"], sys.executable, "-m", "bench.api", "client", kind,
                           str(port), str(seconds)], capture_output=True, text=True, check=True).stdout
-    rate, n = out.strip().splitlines()[-1].split()
-    return float(rate), int(n)
+    rate, n, p50, p99 = out.strip().splitlines()[-1].split()
+    return float(rate), int(n), float(p50), float(p99)
 
 
 def start_beanstalkd(tmp, pin):
@@ -287,25 +384,30 @@ def median(values):
 
 
 def ops_client(port, kind, n):
-    """N sequential operations over one keep-alive connection (for instruction counts)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    session = {"X-Fiberapp-Session": "bench-client", "Content-Type": "application/json"}
-    body = BODY.encode()
-    status, data, _ = call(conn, "PUT", "/api/v1/tubes/ops", json.dumps({"driver": "fifottl"}), session)
+    """N sequential operations over one keep-alive connection (for instruction counts),
+    with the same lean client as the cycles figure."""
+    import orjson
+
+    c = LeanClient(port)
+    status, data = c.call(c.request("PUT", "/api/v1/tubes/ops", b'{"driver":"fifottl"}'))
     assert status in (200, 201), data
+    health = c.request("GET", "/health")
+    put = c.request("POST", "/api/v1/tubes/ops/tasks", BODY.encode())
+    take = c.request("POST", "/api/v1/tubes/ops/take", b'{"timeout":0}')
+    ack = c.request("POST", "/api/v1/tubes/ops/tasks/%d/ack")
     for _ in range(n):
         if kind == "health":
-            status, _, _ = call(conn, "GET", "/health")
+            status, _ = c.call(health)
             assert status == 200, status
             continue
-        status, _, _ = call(conn, "POST", "/api/v1/tubes/ops/tasks", body, session)
-        assert status == 201, status
+        status, data = c.call(put)
+        assert status == 201, (status, data)
         if kind == "cycle":
-            status, data, _ = call(conn, "POST", "/api/v1/tubes/ops/take", b'{"timeout":0}', session)
+            status, data = c.call(take)
             assert status == 200, (status, data)
-            task_id = json.loads(data)["task"]["id"]
-            status, _, _ = call(conn, "POST", f"/api/v1/tubes/ops/tasks/{task_id}/ack", None, session)
-            assert status == 200, status
+            status, data = c.call(ack % orjson.loads(data)["task"]["id"])
+            assert status == 200, (status, data)
+    c.close()
 
 
 def instructions(kind, counts):
@@ -362,6 +464,8 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--wal-mode", default="write", choices=("none", "write", "fsync"))
     parser.add_argument("--no-beanstalkd", action="store_true")
+    parser.add_argument("--http-client", action="store_true",
+                        help="also run the cycle with http.client (the figure before the lean client)")
     parser.add_argument("--no-pin", action="store_true",
                         help="let the scheduler place server and clients (no taskset)")
     args = parser.parse_args()
@@ -377,7 +481,7 @@ def main():
               f"(cachegrind, N = {counts[0]} and {counts[1]})")
         return
     if args.cmd == "client":
-        fn = cycles_client if args.kind == "api" else beanstalkd_cycles
+        fn = {"api": cycles_client, "http.client": httpclient_cycles, "beanstalkd": beanstalkd_cycles}[args.kind]
         print(*fn(args.port, args.seconds))
         return
 
@@ -404,7 +508,7 @@ def main():
             bproc, bport = start_beanstalkd(tmp, pin)
         # Besides wall-clock rates, the server's own CPU time per request/cycle (psutil) is
         # recorded: on a shared, busy machine it says what one dedicated core would do.
-        puts, cycles, peer = [], [], []
+        puts, cycles, peer, slow = [], [], [], []
         put_cpu, cycle_cpu, peer_cpu = [], [], []
         for i in range(args.runs):
             c0 = cpu_seconds(proc.pid)
@@ -412,18 +516,22 @@ def main():
             put_cpu.append((cpu_seconds(proc.pid) - c0) / puts[-1]["requests"])
             call(conn, "POST", "/api/v1/tubes/wrk/truncate")
             c0 = cpu_seconds(proc.pid)
-            rate, n = cycles_in_child("api", port, args.duration, pin)
-            cycles.append(rate)
+            rate, n, p50, p99 = cycles_in_child("api", port, args.duration, pin)
+            cycles.append((rate, p50, p99))
             cycle_cpu.append((cpu_seconds(proc.pid) - c0) / n)
             line = (f"run {i + 1}: put {puts[-1]['rps']:.0f} req/s (p99 {puts[-1]['p99_ms']:.2f} ms, "
                     f"non-2xx {puts[-1]['non2xx']}, server CPU {put_cpu[-1] * 1e6:.0f} us/req); "
-                    f"cycles {cycles[-1]:.0f}/s (server CPU {cycle_cpu[-1] * 1e6:.0f} us/cycle)")
+                    f"cycles {rate:.0f}/s (p50 {p50 * 1e3:.0f} us, server CPU {cycle_cpu[-1] * 1e6:.0f} us/cycle)")
             if bproc is not None:
                 c0 = cpu_seconds(bproc.pid)
-                rate, n = cycles_in_child("beanstalkd", bport, args.duration, pin)
-                peer.append(rate)
+                rate, n, p50, p99 = cycles_in_child("beanstalkd", bport, args.duration, pin)
+                peer.append((rate, p50, p99))
                 peer_cpu.append((cpu_seconds(bproc.pid) - c0) / n)
-                line += f"; beanstalkd {peer[-1]:.0f}/s (CPU {peer_cpu[-1] * 1e6:.0f} us/cycle)"
+                line += f"; beanstalkd {rate:.0f}/s (p50 {p50 * 1e3:.0f} us, CPU {peer_cpu[-1] * 1e6:.0f} us/cycle)"
+            if args.http_client:
+                rate, _, _, _ = cycles_in_child("http.client", port, args.duration, pin)
+                slow.append(rate)
+                line += f"; http.client {rate:.0f}/s"
             print(line, flush=True)
         print(f"\nwal_mode={args.wal_mode}, {'not pinned' if args.no_pin else 'server on CPU 0, clients on CPU 1'}, "
               f"{args.connections} connections, {args.duration}s x {args.runs} runs (medians)")
@@ -431,14 +539,18 @@ def main():
         print(f"POST put (100-byte body):  {median([p['rps'] for p in puts]):,.0f} req/s, "
               f"p99 {median([p['p99_ms'] for p in puts]):.2f} ms; server CPU {pc * 1e6:.1f} us/request "
               f"(= {1 / pc:,.0f} req/s per dedicated core)")
-        c, cc = median(cycles), median(cycle_cpu)
-        print(f"put+take+ack, 1 client:    {c:,.0f} cycles/s; server CPU {cc * 1e6:.1f} us/cycle "
-              f"(= {1 / cc:,.0f} cycles/s per dedicated core)")
+        c, cc = median([x[0] for x in cycles]), median(cycle_cpu)
+        print(f"put+take+ack, 1 sequential client (lean raw socket, keep-alive): {c:,.0f} cycles/s, "
+              f"cycle p50 {median([x[1] for x in cycles]) * 1e3:.0f} us / p99 {median([x[2] for x in cycles]) * 1e3:.0f} us; "
+              f"server CPU {cc * 1e6:.1f} us/cycle (busy {c * cc * 100:.0f} % of the cycle)")
+        if slow:
+            print(f"  the same with http.client: {median(slow):,.0f} cycles/s")
         if peer:
-            b, bc = median(peer), median(peer_cpu)
-            print(f"beanstalkd (binlog, same client shape): {b:,.0f} cycles/s, CPU {bc * 1e6:.1f} us/cycle; "
+            b, bc = median([x[0] for x in peer]), median(peer_cpu)
+            print(f"beanstalkd (binlog, same client shape): {b:,.0f} cycles/s, "
+                  f"cycle p50 {median([x[1] for x in peer]) * 1e3:.0f} us, CPU {bc * 1e6:.1f} us/cycle; "
                   f"ratio fiberapp/beanstalkd {c / b:.2f} (wall), {bc / cc:.2f} (CPU per cycle)")
-        print(f"load average during the run: {os.getloadavg()}")
+        print(f"load average at the end: {os.getloadavg()}; CPU pressure (PSI some avg10) {cpu_pressure():.0f} %")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
