@@ -31,7 +31,7 @@ forked workers share pages). Ratios are fiberapp over the best gunicorn cell of 
 wait and connection count.
 
 gunicorn is a benchmark-only tool: it is installed on first use in its own venv
-(--gunicorn-venv, default /tmp/fiberapp-seed-venv) with psycopg, never in setup.cfg.
+(--gunicorn-venv, default /tmp/seedx/venv) with psycopg, never in setup.cfg.
 wrk comes from apt-get. This file is also the fiber script fiberapp runs (``init``) and
 the WSGI app gunicorn runs (``make_wsgi()``); neither imports fiberapp at module level.
 """
@@ -114,27 +114,22 @@ def init(app):
     """fiberapp run bench/seed_experiment.py: GET /seed. Waits yield: delay-server
     connections come from a LIFO pool (one per concurrent request at most), queries go
     through app.pg."""
-    import gevent.queue
-
     from fiberapp import net
     from fiberapp.http.response import Response
 
     n = int(os.environ["SEED_WORK_N"])
     mode = os.environ["SEED_WAIT"]
     port = int(os.environ.get("SEED_DELAY_PORT", "0"))
-    idle = gevent.queue.LifoQueue()
+    idle = []  # the pool: a plain list (fibers never preempt each other between pop and append)
     pg = app.pg
 
     def wait_delay():
-        try:
-            stream = idle.get_nowait()
-        except gevent.queue.Empty:
-            stream = net.connect("127.0.0.1", port, connect_timeout=5, read_timeout=30)
+        stream = idle.pop() if idle else net.connect("127.0.0.1", port, connect_timeout=5, read_timeout=30)
         stream.write(b"w\n")
         if stream.read_line() != b"ok":
             stream.close()
             raise RuntimeError("delay server hung up")
-        idle.put(stream)
+        idle.append(stream)
 
     def wait_pg():
         pg.fetch_val(PG_QUERY, (PG_OID,))
@@ -423,7 +418,7 @@ def main(argv=None):
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--dsn", default=DEFAULT_DSN)
-    p.add_argument("--gunicorn-venv", default="/tmp/fiberapp-seed-venv")
+    p.add_argument("--gunicorn-venv", default="/tmp/seedx/venv", help="created with gunicorn and psycopg on first use")
     p.add_argument("--json", help="also write every cell here")
     args = p.parse_args(argv)
     if args.quick:
