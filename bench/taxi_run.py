@@ -242,9 +242,9 @@ def summary(result):
     holds = srv.get("loop_holds") or []
     lines.append(f"server loop holds > 0.1 s (watchdog): {len(holds)}"
                  + (f", longest {max(holds):.3f} s" if holds else ""))
-    c, q = rep["connects"], rep.get("queue_waits") or {}
-    lines.append(f"connections opened {c['count']} (connect p99 {fmt_s(c['p99'])}); waits for a turn on a shared "
-                 f"driver connection {q.get('count', 0)} (p99 {fmt_s(q.get('p99'))})")
+    c = rep["connects"]
+    lines.append(f"connections opened {c['count']} (connect p99 {fmt_s(c['p99'])}); requests pipelined behind an "
+                 f"unanswered one on a shared driver connection: {rep.get('pipelined', 0)}")
     for note in rep["notes"]:
         lines.append(f"note: {note}")
     errors = sum(rep["errors"].values())

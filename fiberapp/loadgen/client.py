@@ -8,8 +8,7 @@ reused across responses, and there is no pooling, redirect or TLS logic. Only wh
 load tool needs: one request at a time per connection, Content-Length or chunked
 responses, reconnect after the server closes.
 
-A Connection may be shared by several fibers (``shared=True``): they queue on its
-``lock`` and the caller times that wait apart from the request.
+Connections shared by several fibers pipeline their requests: see pipeline.py.
 
 Errors are typed by kind (the report groups them by ``kind``): ConnectFailed,
 Closed (EOF or reset), Timeout (socket timeouts are real time, not the FakeClock: they
@@ -19,7 +18,6 @@ import errno
 
 import httptools
 from gevent import socket
-from gevent.lock import Semaphore
 
 _RECV = 65536
 
@@ -68,14 +66,10 @@ class RequestTemplate:
 class Connection:
     """One keep-alive connection to (host, port); ``request`` is not re-entrant."""
 
-    __slots__ = ("address", "timeout", "lock", "_sock", "_parser", "_body", "_done", "_buf", "_used",
-                 "_status", "_keep")
+    __slots__ = ("address", "timeout", "_sock", "_parser", "_body", "_done", "_buf", "_used", "_status", "_keep")
 
-    def __init__(self, address, timeout=10.0, buf=None, shared=False):
+    def __init__(self, address, timeout=10.0, buf=None):
         self.address = address  # (ip, port), resolved once by the caller
-        # Shared by several fibers (drivers): they take turns through this FIFO
-        # semaphore, one request in flight at a time (see Simulation.call).
-        self.lock = Semaphore() if shared else None
         self.timeout = timeout
         self._sock = None
         self._parser = None

@@ -6,8 +6,8 @@ Counting contract (what tests compare with the server's own counts):
 - transport failures (connect, closed, timeout, protocol) are counted only in
   ``errors[kind]`` and ``failed[ep]``;
 - ``connects`` times new connections apart from any endpoint (a request's latency
-  starts once its connection is open); ``queue_waits`` likewise times a driver's wait
-  for its turn on a connection shared with other drivers (only waits that happened);
+  starts once its connection is open); ``pipelined`` counts requests sent on a
+  connection shared by several drivers while an earlier one there was unanswered;
 - ``abandoned[ep]`` counts requests still waiting for their answer when the run ended
   (long-polls, mostly): the server saw them, the generator stopped listening.
 - orders are keyed by id: when the order was created and accepted (monotonic
@@ -31,7 +31,7 @@ class Results:
         self.abandoned = {}
         self.latency = {}  # ep -> Histogram (responses only)
         self.connects = Histogram()
-        self.queue_waits = Histogram()  # turns waited on a shared driver connection
+        self.pipelined = 0  # requests sent behind an unanswered one on a shared connection
         self.errors = {}  # kind -> n
         self.orders = {}  # id (str) -> {"created": t, "accepted": t, "state": s}
         self.elapsed = 0.0
@@ -54,9 +54,6 @@ class Results:
 
     def connected(self, seconds):
         self.connects.record(seconds)
-
-    def queued(self, seconds):
-        self.queue_waits.record(seconds)
 
     def failure(self, ep, kind):
         self.failed[ep] = self.failed.get(ep, 0) + 1
@@ -88,7 +85,7 @@ class Results:
         return {
             "requests": self.requests, "failed": self.failed, "abandoned": self.abandoned,
             "latency": {ep: h.to_json() for ep, h in self.latency.items()},
-            "connects": self.connects.to_json(), "queue_waits": self.queue_waits.to_json(),
+            "connects": self.connects.to_json(), "pipelined": self.pipelined,
             "errors": self.errors, "orders": self.orders, "elapsed": self.elapsed,
             "notes": self.notes, "server_stats": self.server_stats,
         }
@@ -99,7 +96,7 @@ class Results:
         r.requests, r.failed, r.abandoned = data["requests"], data["failed"], data["abandoned"]
         r.latency = {ep: Histogram.from_json(h) for ep, h in data["latency"].items()}
         r.connects = Histogram.from_json(data["connects"])
-        r.queue_waits = Histogram.from_json(data["queue_waits"])
+        r.pipelined = data["pipelined"]
         r.errors, r.orders, r.elapsed = data["errors"], data["orders"], data["elapsed"]
         r.notes, r.server_stats = data["notes"], data["server_stats"]
         return r
@@ -112,7 +109,7 @@ class Results:
         for ep, h in other.latency.items():
             self.latency.setdefault(ep, Histogram()).merge(h)
         self.connects.merge(other.connects)
-        self.queue_waits.merge(other.queue_waits)
+        self.pipelined += other.pipelined
         # An order is created by one worker and accepted by a driver in any worker:
         # join field by field.
         for oid, rec in other.orders.items():
@@ -156,7 +153,6 @@ class Results:
             by_state[state] = by_state.get(state, 0) + 1
         d = self.dispatch_latency().summary()
         c = self.connects.summary()
-        q = self.queue_waits.summary()
         return {
             "config": config,
             "elapsed": self.elapsed,
@@ -165,7 +161,7 @@ class Results:
             "endpoints": endpoints,
             "dispatch_latency": {k: d[k] for k in ("count", "p50", "p95", "p99", "max")},
             "connects": {k: c[k] for k in ("count", "p50", "p95", "p99", "max")},
-            "queue_waits": {k: q[k] for k in ("count", "p50", "p95", "p99", "max")},
+            "pipelined": self.pipelined,
             "orders": {s: by_state[s] for s in sorted(by_state, key=_state_rank)},
             "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1])),
             "server_stats": self.server_stats,
@@ -196,12 +192,10 @@ def format_report(rep):
         )
     d = rep["dispatch_latency"]
     c = rep["connects"]
-    q = rep["queue_waits"]
     lines += [
         "",
         f"connections opened {c['count']}: p50 {_ms(c['p50'])} ms, p99 {_ms(c['p99'])} ms, max {_ms(c['max'])} ms",
-        f"waits for a turn on a shared driver connection {q['count']}: p50 {_ms(q['p50'])} ms, "
-        f"p99 {_ms(q['p99'])} ms, max {_ms(q['max'])} ms",
+        f"requests pipelined behind an unanswered one on a shared driver connection: {rep['pipelined']}",
         f"dispatch latency (order created -> accepted), {d['count']} orders: "
         f"p50 {_ms(d['p50'])} ms, p95 {_ms(d['p95'])} ms, p99 {_ms(d['p99'])} ms",
         "orders by final state: " + (", ".join(f"{s} {n}" for s, n in rep["orders"].items()) or "none"),

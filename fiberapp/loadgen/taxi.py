@@ -9,9 +9,9 @@ A driver, while free, POSTs its location once per period P (the ping interval wi
 per-driver jitter of +-20 %). With a connection of its own (``per_conn`` 1), it then
 long-polls GET .../offer?timeout=P, so the long-poll doubles as the wait between pings;
 if the server answers the poll early with 204 the driver waits out the rest of P. When
-``per_conn`` K > 1, K drivers share one keep-alive connection and take turns on it
-(the wait for a turn is reported apart, as "connection queue"); such a driver cannot
-park a long-poll on it, so it reads its offer from the location answer, which carries
+``per_conn`` K > 1, K drivers share one keep-alive connection and pipeline their
+requests on it (pipeline.py); such a driver cannot park a long-poll there (everything
+behind it would wait), so it reads its offer from the location answer, which carries
 the offer presented to it, if any. Offers then wait for the next ping (up to P).
 On an offer it accepts with probability ``accept`` (else declines); after accepting it
 drives to the pickup, pinging "busy" every interval, POSTs arriving, drives to the
@@ -41,6 +41,7 @@ import orjson
 from gevent import socket
 
 from fiberapp.loadgen.client import ClientError, Connection, RequestTemplate
+from fiberapp.loadgen.pipeline import PipelinedConnection
 from fiberapp.loadgen.config import LoadgenError, TaxiConfig, order_rate  # noqa: F401 (re-exported)
 from fiberapp.loadgen.results import Results
 from fiberapp.runtime.clock import SystemClock
@@ -102,22 +103,15 @@ class Simulation:
         """One request; returns (status, body) or (None, None) after a transport error."""
         res = self.results
         clock = self.clock
-        lock = conn.lock
-        if lock is not None:  # a connection shared by several drivers: wait our turn
-            if lock.locked():
-                t0 = clock.monotonic()
-                lock.acquire()
-                res.queued(clock.monotonic() - t0)
-            else:
-                lock.acquire()
         res.inflight += 1
         try:
             if not conn.connected:
                 # Timed apart: a SYN dropped by a full accept queue costs 1 s, 3 s, 7 s...
                 # and belongs to the server's listen backlog, not to the endpoint.
+                # (False: another fiber sharing the connection opened it meanwhile.)
                 t0 = clock.monotonic()
-                conn.connect()
-                res.connected(clock.monotonic() - t0)
+                if conn.connect() is not False:
+                    res.connected(clock.monotonic() - t0)
             t0 = clock.monotonic()
             status, body = conn.request(data, timeout)
         except ClientError as e:
@@ -128,8 +122,6 @@ class Simulation:
             raise
         finally:
             res.inflight -= 1
-            if lock is not None:
-                lock.release()
         res.response(ep, status, clock.monotonic() - t0)
         return status, body
 
@@ -344,7 +336,7 @@ class Simulation:
         per_conn = max(1, cfg.per_conn)
         shared = None
         if per_conn > 1:
-            shared = [Connection(self.address, cfg.timeout, self._buf, shared=True)
+            shared = [PipelinedConnection(self.address, cfg.timeout, self._buf)
                       for _ in range(math.ceil(cfg.drivers / per_conn))]
             self._conns.extend(shared)
         # The cyclic collector's full passes over ~20,000 fibers stopped this process for
@@ -366,6 +358,8 @@ class Simulation:
             self._group.kill(block=True)
             for conn in self._conns:
                 conn.close()
+            if shared:
+                self.results.pipelined += sum(conn.pipelined for conn in shared)
             if gc_was_enabled:
                 gc.enable()
 

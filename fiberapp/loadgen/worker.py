@@ -56,7 +56,7 @@ def plan(cfg, fd_limit=None):
     would) when drivers and clients fit one process's open-files limit, which on one
     machine is also the server's. Past it the server, holding every connection in one
     process, would hit EMFILE, so drivers share connections instead: AUTO_PER_CONN
-    drivers per connection, taking turns, one request in flight per connection. A
+    drivers per connection, their requests pipelined (pipeline.py). A
     shared connection cannot hold a driver's long-poll (it would block the others), so
     those drivers learn of offers from their location answers. ``--per-conn`` chooses
     either explicitly; ``--processes`` spreads what is left over worker processes.
@@ -71,8 +71,8 @@ def plan(cfg, fd_limit=None):
     if per_conn == 1:
         how = f"one keep-alive connection per driver ({cfg.drivers}), offers by long-poll"
     else:
-        how = (f"{per_conn} drivers per keep-alive connection ({driver_conns} connections, one request "
-               f"in flight each, drivers queue), offers read from the location answers (no long-poll)")
+        how = (f"{per_conn} drivers per keep-alive connection ({driver_conns} connections, requests "
+               f"pipelined), offers read from the location answers (no long-poll)")
     where = "in one process" if n == 1 else f"spread over {n} processes (open-files limit {limit} per process)"
     return n, per_conn, f"{how}, + {cfg.client_conns} shared client connections, {where}"
 

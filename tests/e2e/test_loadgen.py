@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from gevent import pywsgi, socket
 
 from fiberapp.loadgen.cli import bench
-from fiberapp.loadgen.client import Connection, RequestTemplate
+from fiberapp.loadgen.client import Closed, RequestTemplate
+from fiberapp.loadgen.pipeline import PipelinedConnection
 from fiberapp.loadgen.taxi import LoadgenError, Simulation, TaxiConfig, order_rate
 from fiberapp.loadgen.worker import plan, run, split
 from fiberapp.runtime.clock import FakeClock, SystemClock
@@ -306,19 +307,42 @@ def test_counts_match_with_drivers_sharing_connections(serve):
     assert 12 * 3.0 / 0.3 <= fake.hits["location"] <= 12 * 3.0 / 0.2 + 12
 
 
-def test_drivers_on_a_shared_connection_take_turns(serve):
+def test_drivers_on_a_shared_connection_pipeline_their_requests(serve):
     fake = FakeTaxi(SystemClock())
     sim = Simulation(TaxiConfig(url=serve(fake), drivers=0))
-    conn = Connection(sim.address, 5.0, shared=True)
-    ping = RequestTemplate("POST", "/taxi/drivers/1/location", sim.host).encode(b"{}")
-    calls = [gevent.spawn(sim.call, conn, "location", ping) for _ in range(5)]
+    conn = PipelinedConnection(sim.address, 5.0)
+    pings = [RequestTemplate("POST", f"/taxi/drivers/{i}/location", sim.host).encode(b"{}") for i in range(1, 6)]
+    calls = [gevent.spawn(sim.call, conn, "location", ping) for ping in pings]
     gevent.joinall(calls, raise_error=True)
+    # Every answer reached its own request (in order), over one connection opened once.
+    assert [c.value for c in calls] == [(200, b'{"ok":true}')] * 5
+    assert fake.drivers_seen == {1, 2, 3, 4, 5} and len(fake.peers) == 1
+    assert sim.results.requests["location"] == 5 and sim.results.connects.summary()["count"] == 1
+    assert conn.pipelined == 4  # sent while the first was still unanswered
+    # The server closes it: the next request reconnects.
     conn.close()
-    assert [c.value[0] for c in calls] == [200] * 5
-    # The first took the connection; the four others found it busy and waited their turn,
-    # timed apart from the request; the server saw one connection.
-    assert sim.results.queue_waits.summary()["count"] == 4
-    assert sim.results.requests["location"] == 5 and len(fake.peers) == 1
+    assert sim.call(conn, "location", pings[0]) == (200, b'{"ok":true}')
+    assert sim.results.connects.summary()["count"] == 2
+    conn.close()
+
+
+def test_a_failed_pipelined_connection_fails_every_request_on_it():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def hang_up_after_reading():
+        peer, _ = listener.accept()
+        peer.recv(65536)
+        peer.close()
+
+    server = gevent.spawn(hang_up_after_reading)
+    conn = PipelinedConnection(listener.getsockname(), 5.0)
+    calls = [gevent.spawn(conn.request, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(3)]
+    gevent.joinall(calls + [server])
+    assert all(isinstance(c.exception, Closed) for c in calls), [c.exception for c in calls]
+    assert not conn.connected
+    listener.close()
 
 
 def test_plan_shares_connections_past_the_open_files_limit():
