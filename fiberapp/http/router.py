@@ -18,6 +18,15 @@ route may carry an ``owner`` tag; ``remove_owner(tag)`` drops all of an owner's 
 (a fiber script's routes, when the script is reloaded). Adding a route whose method and
 pattern are already taken raises RouteError: scripts cannot silently shadow each other.
 
+Lookup: a static path is one dict lookup. Parameterised routes are indexed by their literal
+prefix (the whole segments before the first one with a parameter: "/taxi/orders/" for
+``/taxi/orders/{order:int}/cancel``): a request is tried only against the routes of its
+method (and ``*``) whose prefix its path starts with, in the order they were added, so the
+first match wins exactly as if every route were tried in turn. The candidate lists are
+cached per (method, deepest known prefix), which the route table bounds (a client cannot
+grow the cache); adding or removing a route drops the cache. Only a request that ends in
+404/405 looks at every method's routes under its prefix (to fill Allow).
+
 dispatch(request) always returns a Response: HTTPError and anything registered in the
 ErrorMap become their status with a JSON body; any other exception is a bug in a handler,
 logged with its traceback and answered with 500 (that request only).
@@ -48,7 +57,7 @@ _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?}")
 class Route:
     """One (method, pattern) -> handler binding. ``call`` is the middleware-wrapped handler."""
 
-    __slots__ = ("method", "pattern", "handler", "call", "owner", "name", "static", "_regex", "_convert")
+    __slots__ = ("method", "pattern", "handler", "call", "owner", "name", "static", "prefix", "_regex", "_convert")
 
     def __init__(self, method, pattern, handler, middleware=(), owner=None, name=None):
         self.method = method
@@ -63,6 +72,7 @@ class Route:
             call = mw(call)
         self.call = call
         self.static, self._regex, self._convert = _compile(pattern)
+        self.prefix = None if self.static else _literal_prefix(pattern)
 
     def match(self, path):
         """Dict of converted params, or None."""
@@ -107,6 +117,15 @@ def _compile(pattern):
     return False, re.compile("".join(regex)), tuple(convert)
 
 
+def _literal_prefix(pattern):
+    """The leading whole literal segments of a parameterised pattern, with their slashes:
+    "/a/b/" for "/a/b/{x}/c", "/" when the first segment holds a parameter. A path the
+    pattern matches starts with it (a parameter never matches across the "/" that ends a
+    literal segment before it)."""
+    end = pattern.rfind("/", 0, pattern.index("{") + 1)
+    return pattern[: end + 1]
+
+
 def _literal(pattern, text, out):
     if "{" in text or "}" in text:
         raise RouteError(f"malformed parameter in route pattern {pattern!r}")
@@ -122,6 +141,8 @@ class Router:
         self._static = {}   # path -> {method: Route}
         self._dynamic = []  # [(Route)], in insertion order; first match wins per method
         self._routes = []
+        self._prefixes = {"/"}  # every literal prefix of a dynamic route, and their parents
+        self._candidates = {}   # (method, prefix) -> routes to try, in order; see resolve()
 
     # -- building the table -------------------------------------------------------
     def use(self, middleware):
@@ -143,6 +164,7 @@ class Router:
                 self._static.setdefault(pattern, {})[meth] = route
             else:
                 self._dynamic.append(route)
+                self._reindex()
             added.append(route)
         return added[0] if len(added) == 1 else added
 
@@ -204,6 +226,46 @@ class Router:
                 del self._static[route.pattern]
         else:
             self._dynamic.remove(route)
+            self._reindex()
+
+    def _reindex(self):
+        prefixes = {"/"}
+        for route in self._dynamic:
+            p = route.prefix
+            while p != "/":
+                prefixes.add(p)
+                p = p[: p.rfind("/", 0, -1) + 1]
+        self._prefixes = prefixes
+        self._candidates = {}
+
+    def _deepest_prefix(self, path):
+        """The longest known literal prefix that path starts with ("/" at least)."""
+        prefixes = self._prefixes
+        key = "/"
+        pos = 1
+        while True:
+            end = path.find("/", pos)
+            if end < 0:
+                return key
+            probe = path[: end + 1]
+            if probe not in prefixes:
+                return key
+            key = probe
+            pos = end + 1
+
+    def _candidates_for(self, method, key):
+        """Dynamic routes for method (None: every method) whose prefix path may start with,
+        given that key is the deepest known prefix it starts with: those whose prefix is key
+        or one of its parents. In insertion order. Cached (both arguments are bounded: key
+        by the route table, method by the parser's method list)."""
+        cache_key = (method, key)
+        found = self._candidates.get(cache_key)
+        if found is None:
+            found = tuple(r for r in self._dynamic
+                          if key.startswith(r.prefix) and (method is None or r.method == method or r.method == ANY))
+            if len(self._candidates) < 4096:
+                self._candidates[cache_key] = found
+        return found
 
     # -- lookup and dispatch ----------------------------------------------------------
     def resolve(self, method, path):
@@ -215,19 +277,23 @@ class Router:
                 route = by_method.get("GET")
             if route is not None:
                 return route, NO_PARAMS
+        if self._dynamic:
+            key = self._deepest_prefix(path)
+            for route in self._candidates_for(method, key):
+                params = route.match(path)
+                if params is not None:
+                    return route, params
+            if method == "HEAD":  # no HEAD or * route: the first GET route that matches
+                for route in self._candidates_for("GET", key):
+                    params = route.match(path)
+                    if params is not None:
+                        return route, params
+        # 404 or 405: which methods would have matched (the slow path, every method)
         allowed = set(by_method) if by_method else set()
-        fallback = None
-        for route in self._dynamic:
-            params = route.match(path)
-            if params is None:
-                continue
-            if route.method == method or route.method == ANY:
-                return route, params
-            if method == "HEAD" and route.method == "GET" and fallback is None:
-                fallback = (route, params)
-            allowed.add(route.method)
-        if fallback is not None:
-            return fallback
+        if self._dynamic:
+            for route in self._candidates_for(None, key):
+                if route.method not in allowed and route.match(path) is not None:
+                    allowed.add(route.method)
         if allowed:
             if "GET" in allowed:
                 allowed.add("HEAD")
