@@ -29,6 +29,7 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 
+from bench.common import cpu_pressure  # noqa: E402
 from fiberapp.runtime.clock import SystemClock  # noqa: E402
 from queues.persist import open_store  # noqa: E402
 
@@ -263,9 +264,13 @@ def snapshot(args):
               f"({base.excess / args.baseline * 1e3:.1f} ms per s)", flush=True)
         monitor = StallMonitor()
         gevent.sleep(0.05)
+        import resource
+
+        own0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         info = p.snapshot()
         took = time.perf_counter() - t0
+        own1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         gevent.sleep(0.05)
         monitor.stop()
         st = p.stats()
@@ -275,6 +280,14 @@ def snapshot(args):
               f"longest loop stall {monitor.max_gap * 1e3:.1f} ms, "
               f"stalls > 2 ms summed {monitor.excess * 1e3:.1f} ms "
               f"({monitor.excess / took * 1e3:.1f} ms per s)")
+        # What does not depend on the machine's load: the writer's CPU, and the page faults
+        # the parent took while the child lived (copy-on-write faults stall the loop).
+        print(f"  writer (child) CPU {kids1.ru_utime - kids0.ru_utime:.2f} s user + "
+              f"{kids1.ru_stime - kids0.ru_stime:.2f} s system, {kids1.ru_minflt - kids0.ru_minflt:,} page faults; "
+              f"parent: {own1.ru_minflt - own0.ru_minflt:,} page faults, CPU "
+              f"{(own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) * 1e3:.0f} ms "
+              f"(the stall monitor's ticks included); load {os.getloadavg()[0]:.1f}, "
+              f"cpu pressure {cpu_pressure():.0f} %", flush=True)
         p.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
