@@ -153,7 +153,7 @@ def main(argv=None):
     cfg = Path(tmp) / "taxi.toml"
     cfg.write_text(f'listen = "127.0.0.1:{port}"\ndata_dir = {json.dumps(tmp + "/data")}\n'
                    f'wal_mode = "{args.wal_mode}"\nlog_level = "WARNING"\n\n'
-                   f'[http]\nmax_connections = {args.drivers + 1000}\n\n'
+                   f'[http]\nmax_connections = {args.drivers + 1000}\nbacklog = 4096\n\n'
                    f'[pg]\ndsn = {json.dumps(dsn)}\nmin_size = 2\nmax_size = 4\nmax_wait = 5.0\n')
     bindir = Path(sys.executable).parent
     server = subprocess.Popen(["taskset", "-c", str(args.server_cpu), str(bindir / "fiberapp"), "run", str(APP),
