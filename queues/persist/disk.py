@@ -9,6 +9,7 @@ Contract: each method behaves like the os function of the same name (raising OSE
 the errno), except that write() may return fewer bytes than given (a short write, as the
 OS may) and callers must loop; write_all() does that loop.
 """
+import mmap
 import os
 
 
@@ -43,6 +44,10 @@ class Disk:
     def fallocate(self, fd, offset, length):
         """Reserve space so later writes into [offset, offset+length) cannot hit ENOSPC."""
         os.posix_fallocate(fd, offset, length)
+
+    def map(self, fd, length):
+        """A shared, writable mapping of the first length bytes of fd (an mmap.mmap)."""
+        return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     def ftruncate(self, fd, length):
         os.ftruncate(fd, length)

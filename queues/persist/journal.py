@@ -10,16 +10,23 @@ as durable as ``mode`` promises:
               being killed, not the machine losing power;
 - ``fsync`` : the record is on disk (fdatasync) - it survives a power loss.
 
-How records travel. log() encodes the record, reserves disk space for it (fallocate, so
-the later write cannot fail for lack of space: a full disk fails the operation before it
-is applied, as beanstalkd's reservation does) and appends it to a pending list. In write
-mode the first wait() writes every pending record with one pwrite. In fsync mode wait()
-hands the pending records, as one batch, to a flusher fiber that does pwrite + fdatasync
-in the hub's threadpool; records logged meanwhile form the next batch (group commit), so
-one ~85 us thread hand-off and one fsync serve every fiber that logged in between. The
-event loop never blocks on an fsync.
+How records travel. log() encodes the record and reserves disk space for it (fallocate,
+so the later write cannot fail for lack of space: a full disk fails the operation before
+it is applied, as beanstalkd's reservation does).
 
-A failed write or fsync (EIO, or ENOSPC despite the reservation) breaks the journal: the
+- write mode: log() itself hands the record to the OS, before the op is applied, and
+  returns None (the store then makes no wait() call). The record is stored into a shared
+  mapping of the segment (_map: the page cache, no system call) or, on a disk without
+  mappings, written with one pwrite. With one record per call there is nothing to batch,
+  so the cheapest hand-over wins. A record that cannot be written fails log() (WalIOError,
+  WalDiskFull): the op is not applied, the LSN not used.
+- fsync mode: log() appends the record to a pending list and wait() hands the pending
+  records, as one batch, to a flusher fiber that does pwrite + fdatasync in the hub's
+  threadpool; records logged meanwhile form the next batch (group commit), so one thread
+  hand-off and one fsync serve every fiber that logged in between. The event loop never
+  blocks on an fsync.
+
+In fsync mode, a failed write or fsync (EIO, or ENOSPC despite the reservation) breaks the journal: the
 callers whose records were in the failed batch get WalIOError from wait() (their
 operations are applied in memory: the outcome is "applied, not yet durable"), later
 log() calls fail with WalIOError (not applied) and start a repair that re-writes the
@@ -33,7 +40,8 @@ import time as _time
 import zlib
 
 import gevent
-import gevent.event
+from gevent.hub import Waiter
+from gevent.threadpool import ThreadPool
 
 from .disk import Disk
 from .errors import WalClosed, WalDiskFull, WalError, WalIOError
@@ -57,7 +65,8 @@ def _clock_reads(clock):
 
 
 class _Segment:
-    __slots__ = ("path", "fd", "first_lsn", "end", "written", "reserved", "sealed", "dir_synced")
+    __slots__ = ("path", "fd", "first_lsn", "end", "written", "reserved", "sealed", "dir_synced",
+                 "map")
 
     def __init__(self, path, fd, first_lsn, end):
         self.path = path
@@ -68,6 +77,7 @@ class _Segment:
         self.reserved = end  # bytes allocated on disk
         self.sealed = False  # no more records will be added
         self.dir_synced = False
+        self.map = None  # write mode: a shared mapping of [0, reserved) (see Journal._map)
 
 
 class _Group:
@@ -84,13 +94,16 @@ class _Group:
 
 
 class _Batch:
-    __slots__ = ("last_lsn", "event", "error", "opened_at")
+    """One write + fdatasync in the threadpool, and the fibers waiting for it."""
 
-    def __init__(self, opened_at):
-        self.last_lsn = None  # set when the flusher takes it
-        self.event = gevent.event.Event()
-        self.error = None
-        self.opened_at = opened_at
+    __slots__ = ("groups", "last_lsn", "waiters", "opened_at", "timer")
+
+    def __init__(self, groups, waiters, opened_at):
+        self.groups = groups
+        self.last_lsn = groups[-1].last_lsn
+        self.waiters = waiters  # gevent Waiters, switched with None or an exception
+        self.opened_at = opened_at  # when its first record was logged
+        self.timer = None
 
 
 class Journal:
@@ -100,9 +113,9 @@ class Journal:
     __slots__ = (
         "wal_dir", "mode", "clock", "disk", "max_size", "reserve_chunk", "commit_timeout",
         "repair_interval", "logger", "lsn", "_committed_lsn", "_pack", "_time", "_monotonic",
-        "_pwrite", "_none", "_inline", "_seg", "_sealed", "_rotate", "_pending", "_spare",
-        "_open_batch",
-        "_inflight", "_flusher", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
+        "_none", "_direct", "_mapped", "_seg", "_sealed", "_rotate", "_pending",
+        "_waiters", "_scheduled", "_pending_since", "_hub", "_pool",
+        "_inflight", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
         "_since_snapshot_bytes", "threshold", "bytes_written", "batches", "fsyncs", "records",
         "write_errors", "latencies",
     )
@@ -119,6 +132,7 @@ class Journal:
         commit_timeout=60.0,
         repair_interval=1.0,
         logger=None,
+        mapped=None,
     ):
         if mode not in MODES:
             raise ValueError(f"wal_mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -138,19 +152,24 @@ class Journal:
         # with cachegrind (bench/RESULTS.md, persist section).
         self._pack = Encoder().pack  # record framing is record.py's; inlined in log()
         self._time, self._monotonic = _clock_reads(clock)
-        # os.pwrite itself when the disk is the plain pass-through; a test's FaultyDisk
-        # (a subclass overriding pwrite) keeps going through its own method.
-        self._pwrite = os.pwrite if type(self.disk).pwrite is Disk.pwrite else self.disk.pwrite
         self._none = mode == "none"
-        self._inline = mode == "write"  # write mode writes from the waiting fiber
+        self._direct = mode == "write"  # write mode writes in log() (cleared by close())
+        # Write mode stores records into a shared mapping of the segment (see _map) when
+        # the disk is the plain pass-through; a test's FaultyDisk gets pwrite calls, which
+        # is where it injects its faults. mapped=False forces pwrite.
+        if mapped is None:
+            mapped = type(self.disk).pwrite is Disk.pwrite
+        self._mapped = bool(mapped) and mode == "write"
         self._seg = None
         self._sealed = []
         self._rotate = False
         self._pending = []
-        self._spare = None  # a written _Group that log() may reuse (write mode)
-        self._open_batch = None
-        self._inflight = None
-        self._flusher = None
+        self._waiters = []  # Waiters of records not yet in a batch (fsync mode)
+        self._pending_since = None  # monotonic time of the first pending record
+        self._scheduled = False  # a _submit callback is queued
+        self._hub = None  # the hub and its threadpool, looked up at the first wait()
+        self._pool = None
+        self._inflight = None  # the _Batch being written and fsynced
         self._broken = None
         self._failed = []
         self._repairing = None
@@ -169,6 +188,36 @@ class Journal:
     # -- the store's seam ---------------------------------------------------------
 
     def log(self, op):
+        if self._direct:
+            # write mode: the record goes to the OS here, before the op is applied, and
+            # log() returns None, so the store makes no wait() call at all. A record that
+            # cannot be written raises (WalDiskFull / WalIOError) and the op is not applied.
+            lsn = self.lsn + 1
+            seg = self._seg
+            if seg is None or self._rotate or seg.end >= self.max_size:
+                seg = self._new_segment(lsn)
+            # record.Encoder.encode, inlined (one Python call less per record).
+            body = _prefix(VERSION, lsn, self._time() - self._monotonic()) + self._pack(op)
+            rec = _header(MAGIC, len(body), _crc32(body)) + body
+            start = seg.end
+            end = start + len(rec)
+            if end > seg.reserved:
+                self._reserve(seg, end - start)  # may raise WalDiskFull: nothing changed yet
+            mapped = seg.map
+            if mapped is not None:
+                mapped[start:end] = rec  # a store into the page cache: see _map()
+            else:
+                self._write_direct(seg, rec, start)
+            seg.end = seg.written = end
+            self.lsn = self._committed_lsn = lsn
+            self.records += 1
+            self.bytes_written += end - start
+            self._since_snapshot_bytes += end - start
+            threshold = self.threshold
+            if threshold is not None and self._since_snapshot_bytes >= threshold[0]:
+                self.threshold = None
+                threshold[1]()  # must not block: it wakes the checkpoint fiber
+            return None
         if self._broken is not None or self._closed or self._none:
             return self._log_special(op)
         lsn = self.lsn + 1
@@ -180,16 +229,10 @@ class Journal:
             group = pending[-1]
             new_group = None
         else:
+            if not pending:
+                self._pending_since = self._monotonic()
             # One wall-clock offset per batch: its records are microseconds apart.
-            offset = self._time() - self._monotonic()
-            group = new_group = self._spare
-            if group is None:
-                group = new_group = _Group(seg, offset)
-            else:  # write mode recycles the group wait() just wrote (no __init__ call)
-                self._spare = None
-                group.seg = seg
-                group.offset = offset
-                group.chunks = []
+            group = new_group = _Group(seg, self._time() - self._monotonic())
         # record.Encoder.encode, inlined (one Python call less per record).
         body = _prefix(VERSION, lsn, group.offset) + self._pack(op)
         rec = _header(MAGIC, len(body), _crc32(body)) + body
@@ -220,53 +263,33 @@ class Journal:
         return self.lsn
 
     def wait(self, token):
-        if token <= self._committed_lsn or self._none:
+        if token is None or token <= self._committed_lsn or self._none:
             return
-        if self._inline:
-            pending = self._pending
-            if len(pending) == 1 and self._broken is None:
-                # The common case, written out here (one Python call less per record):
-                # one group for the open segment, usually one record, one pwrite.
-                group = pending[0]
-                seg = group.seg
-                if not seg.sealed:
-                    chunks = group.chunks
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    try:
-                        n = self._pwrite(seg.fd, data, seg.written)
-                    except OSError:
-                        n = -1
-                    if n == len(data):
-                        self._pending = []
-                        self._spare = group  # nothing else holds it now: log() reuses it
-                        seg.written += n
-                        self.bytes_written += n
-                        self.batches += 1
-                        self._committed_lsn = group.last_lsn
-                        return
-                    group.data = data  # short write or error: the general path rewrites it
-                    group.chunks = None
-                    self._flush_inline()
-                    pending = ()
-            if pending and self._broken is None:
-                self._flush_inline()
-            if token <= self._committed_lsn:
-                return
-            raise WalIOError(f"WAL write failed: {self._broken}")
+        # fsync mode. A gevent Waiter (compiled, no timer of its own) instead of an Event
+        # with a per-call timeout: one batch timer covers commit_timeout for every waiter.
+        hub = self._hub
+        if hub is None:
+            hub = self._hub = gevent.get_hub()
+            # The WAL's own thread (a pool of one): one batch is in flight at a time, so
+            # spawn() never waits for a free thread - it may be called from the hub
+            # (_flushed), which must not block - and nothing else queues in front of it.
+            self._pool = ThreadPool(1, hub)
+        waiter = Waiter(hub)
         batch = self._inflight
-        if batch is None or token > batch.last_lsn:
-            batch = self._open_batch
-            if batch is None:
-                if self._broken is not None:
-                    raise WalIOError(f"WAL write failed: {self._broken}")
-                batch = self._open_batch = _Batch(self.clock.monotonic())
-            if self._flusher is None:
-                self._flusher = gevent.spawn(self._flush_loop)
-                self._flusher.name = "wal-flusher"
-        if not batch.event.wait(self.commit_timeout):
-            raise WalError(f"WAL commit did not complete within {self.commit_timeout} s")
-        if batch.error is not None:
-            raise WalIOError(f"WAL write failed: {batch.error}")
+        if batch is not None and token <= batch.last_lsn:
+            batch.waiters.append(waiter)
+        else:
+            if self._broken is not None:
+                raise WalIOError(f"WAL write failed: {self._broken}")
+            self._waiters.append(waiter)
+            if batch is None and not self._scheduled:
+                # The disk is idle: a batch goes once the fibers that can run now have
+                # logged their records (see _submit).
+                self._scheduled = True
+                hub.loop.run_callback(self._submit)
+        error = waiter.get()
+        if error is not None:
+            raise error
 
     # -- segments -----------------------------------------------------------------
 
@@ -291,6 +314,8 @@ class Journal:
                 raise
             raise self._os_error(exc, "write WAL segment header") from None
         seg.end = seg.written = len(FILE_HEADER)
+        if self._mapped:
+            self._map(seg)
         if self._seg is not None:
             self._seg.sealed = True
             self._sealed.append(self._seg)
@@ -314,6 +339,39 @@ class Journal:
             except OSError:
                 raise self._os_error(exc, "reserve WAL space") from None
         seg.reserved = want
+        if seg.map is not None:
+            self._map(seg)
+
+    def _map(self, seg):
+        """(Re)map [0, reserved) of seg, shared, for write mode's stores.
+
+        Why: a record stored into a MAP_SHARED mapping of the file is in the page cache
+        (the mapping's pages are the file's cached pages) the moment the copy completes,
+        just as after write(2): it survives the process being killed, not a power loss;
+        an fdatasync of the file writes it out like written data. The copy costs a
+        fraction of a pwrite system call (bench/RESULTS.md, persist section). Only the
+        reserved (fallocated) range is mapped and written, so a store can never need a
+        block the disk does not have (no SIGBUS on a full disk). When mapping fails the
+        segment is written with pwrite instead.
+        """
+        old, seg.map = seg.map, None
+        if old is not None:
+            old.close()
+        try:
+            seg.map = self.disk.map(seg.fd, seg.reserved)
+        except (OSError, ValueError) as exc:
+            self._warn("cannot map WAL segment %s, writing with pwrite: %s", seg.path, exc)
+
+    def _write_direct(self, seg, rec, offset):
+        """write mode without a mapping: one pwrite (looping over short writes). On an
+        error the record counts as not written (the caller raises, the op is not
+        applied) and the next record is written over whatever part of it reached the file."""
+        try:
+            self.disk.pwrite_all(seg.fd, rec, offset)
+        except OSError as exc:
+            self.write_errors += 1
+            self._warn("WAL write failed (the operation is refused): %s", exc)
+            raise self._os_error(exc, "write WAL record") from None
 
     def _os_error(self, exc, what):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -369,6 +427,9 @@ class Journal:
         self._sealed = keep
 
     def _finalize_now(self, seg):
+        if seg.map is not None:
+            seg.map.close()
+            seg.map = None
         if seg.fd is None:
             return
         try:
@@ -388,50 +449,67 @@ class Journal:
         if sync:
             self.fsyncs += 1
 
-    def _flush_inline(self):
-        """Write every pending group (write mode), breaking the journal on an error.
-        wait() has the common case (one group, one pwrite) written out before this."""
+    def _submit(self):
+        """Start writing and fsyncing every pending record in the WAL thread (fsync mode).
+
+        A callback in the hub, scheduled by the first wait() while the disk is idle, and
+        after a batch completed with records pending. Deferring it to a callback lets
+        every fiber that is ready to run (e.g. all those the last batch woke) log its
+        record first, so they share one fdatasync. Submitting at once instead (so the
+        next fdatasync overlaps with their work) was measured and is slower: the thread
+        needs the GIL to start the pwrite and again after each call, and a busy loop
+        holds it for up to sys.getswitchinterval() (5 ms) at a time.
+        The loop never blocks: the thread does the pwrite and the fdatasync.
+        """
+        self._scheduled = False
+        if self._inflight is not None or not self._pending or self._broken is not None:
+            return
         groups, self._pending = self._pending, []
-        done, exc = self._write_groups(groups, sync=False)
-        self._account(groups[:done], False)
+        waiters, self._waiters = self._waiters, []
+        batch = self._inflight = _Batch(groups, waiters, self._pending_since)
+        self._pending_since = None
+        if self.commit_timeout is not None:
+            batch.timer = self._hub.loop.timer(self.commit_timeout)
+            batch.timer.start(self._timed_out, batch)
+        self._pool.spawn(self._write_groups, groups, True).rawlink(self._flushed)
+
+    def _flushed(self, result):
+        """In the hub, when the thread is done with the batch in flight."""
+        batch, self._inflight = self._inflight, None
+        if batch.timer is not None:
+            batch.timer.close()
+        groups = batch.groups
+        if result.successful():
+            done, exc = result.value
+        else:  # the function itself failed (not an OSError): nothing is known to be written
+            done, exc = 0, result.exception
+        self._account(groups[:done], True)
         if done:
             self._committed_lsn = groups[done - 1].last_lsn
-        if exc is not None:
-            self._break(exc, groups[done:])
         if self._sealed:
             self._finalize_sealed()
+        waiters = batch.waiters
+        if exc is not None:
+            self._break(exc, groups[done:])
+            error = WalIOError(f"WAL write failed: {exc}")
+            # The records after the failed batch are not written either.
+            waiters = waiters + self._waiters
+            self._waiters = []
+        else:
+            error = None
+            if batch.opened_at is not None:
+                self.latencies.append(self._monotonic() - batch.opened_at)
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                self._hub.loop.run_callback(self._submit)
+        for waiter in waiters:
+            waiter.switch(error)
 
-    def _flush_loop(self):
-        pool = gevent.get_hub().threadpool
-        try:
-            while self._pending and self._broken is None:
-                groups, self._pending = self._pending, []
-                batch, self._open_batch = self._open_batch, None
-                if batch is None:
-                    batch = _Batch(self.clock.monotonic())
-                batch.last_lsn = groups[-1].last_lsn
-                self._inflight = batch
-                done, exc = pool.apply(self._write_groups, (groups, True))
-                self._inflight = None
-                self._account(groups[:done], True)
-                if done:
-                    self._committed_lsn = groups[done - 1].last_lsn
-                if self._sealed:
-                    self._finalize_sealed()
-                if exc is not None:
-                    batch.error = exc
-                    batch.event.set()
-                    self._break(exc, groups[done:])
-                    break
-                self.latencies.append(self.clock.monotonic() - batch.opened_at)
-                batch.event.set()
-        finally:
-            self._flusher = None
-            # Whoever waits on a batch that will never be flushed must not hang.
-            if self._open_batch is not None and (self._broken is not None or not self._pending):
-                stale, self._open_batch = self._open_batch, None
-                stale.error = self._broken or WalClosed("the WAL is closed")
-                stale.event.set()
+    def _timed_out(self, batch):
+        waiters, batch.waiters = batch.waiters, []
+        error = WalError(f"WAL commit did not complete within {self.commit_timeout} s")
+        for waiter in waiters:
+            waiter.switch(error)
 
     def _break(self, exc, failed):
         self.write_errors += 1
@@ -490,8 +568,8 @@ class Journal:
         """Write and fsync everything logged so far (cooperative; used by close)."""
         if self.mode == "none" or self._broken is not None:
             return
-        if self._pending:
-            self.wait(self.lsn) if self.mode == "fsync" else self._flush_inline()
+        if self._pending or self._inflight is not None:
+            self.wait(self.lsn)
         seg = self._seg
         if seg is not None and seg.fd is not None and self._broken is None:
             gevent.get_hub().threadpool.apply(self.disk.fdatasync, (seg.fd,))
@@ -503,13 +581,23 @@ class Journal:
             self.sync()
         finally:
             self._closed = True
+            self._direct = False  # log() takes the general path, which raises WalClosed
+            if self._pool is not None and self._inflight is None:
+                self._pool.kill()
+                self._pool = None
             seg, self._seg = self._seg, None
+            if seg is not None and seg.map is not None:
+                seg.map.close()
+                seg.map = None
             if seg is not None and not self._pending and not self._failed:
                 self._finalize_now(seg)
             elif seg is not None and seg.fd is not None:
                 self.disk.close(seg.fd)
                 seg.fd = None
             for seg in self._sealed:
+                if seg.map is not None:
+                    seg.map.close()
+                    seg.map = None
                 if seg.fd is not None:
                     self.disk.close(seg.fd)
                     seg.fd = None

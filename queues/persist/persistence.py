@@ -326,7 +326,8 @@ class Persistence:
             "wal_records": j.records if j else 0,
             "wal_bytes": j.bytes_written if j else 0,
             "wal_bytes_since_snapshot": j.take_bytes_since_snapshot() if j else 0,
-            "wal_batches": j.batches if j else 0,
+            # write mode hands each record to the OS on its own (one write per record)
+            "wal_batches": (j.records if j.mode == "write" else j.batches) if j else 0,
             "wal_fsyncs": j.fsyncs if j else 0,
             "wal_write_errors": j.write_errors if j else 0,
             "wal_broken": str(j.broken) if j is not None and j.broken is not None else None,

@@ -88,8 +88,9 @@ class SegmentReader:
         data, path = self.data, self.path
         n = len(data)
         if data[: len(FILE_HEADER)] != FILE_HEADER:
-            if n < len(FILE_HEADER) and self.newest and FILE_HEADER.startswith(data):
-                # The crash came while the file header itself was being written.
+            if self.newest and _header_cut_short(data):
+                # The crash came while the file header itself was being written (after
+                # the file was created and its space reserved: the rest is zeros).
                 self.torn = Damage(path, 0, "incomplete file header", "torn")
                 return
             self._fail(0, "bad segment file header")
@@ -153,6 +154,14 @@ class SegmentReader:
         if self.on_skip is not None:
             self.on_skip(Damage(self.path, offset, reason, "skipped"))
         return True
+
+
+def _header_cut_short(data):
+    """True when data is a beginning of FILE_HEADER followed by zeros only."""
+    size = len(FILE_HEADER)
+    if data.count(0, size) != max(0, len(data) - size):
+        return False
+    return FILE_HEADER.startswith(bytes(data[:size]).rstrip(b"\0"))
 
 
 def _next_valid(data, start):

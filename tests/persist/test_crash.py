@@ -1,4 +1,4 @@
-"""Crash tests with real processes: a child under concurrent fsync load is killed with
+"""Crash tests with real processes: a child under concurrent fsync (or write) load is killed with
 SIGKILL after a random number of acknowledgements (not after a sleep), restarted, and
 what it acknowledged is checked against what recovery brings back.
 """
@@ -6,8 +6,10 @@ import os
 import random
 import signal
 import time
+import traceback
 
 import orjson
+import pytest
 from gevent.fileobject import FileObjectPosix
 
 from . import crash_child
@@ -59,15 +61,18 @@ class Model:
             self.acked.add(tid)
 
 
-def start_child(data_dir, seed):
+def start_child(data_dir, seed, wal_mode):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         code = 1
         try:
             os.close(r)
-            crash_child.run(data_dir, w, seed)
+            crash_child.run(data_dir, w, seed, wal_mode=wal_mode)
             code = 0
+        except BaseException:
+            traceback.print_exc()  # pytest shows it with the failure
+            raise
         finally:
             os._exit(code)
     os.close(w)
@@ -76,7 +81,8 @@ def start_child(data_dir, seed):
     return pid, FileObjectPosix(r, "rb")
 
 
-def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
+@pytest.mark.parametrize("wal_mode", ["fsync", "write"])
+def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path, wal_mode):
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     seed0 = rng.randrange(1 << 30)
     data_dir = str(tmp_path / "data")
@@ -84,7 +90,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
     total_acks = 0
     t0 = time.monotonic()
     for cycle in range(KILLS + 1):
-        pid, stream = start_child(data_dir, seed0 + cycle)
+        pid, stream = start_child(data_dir, seed0 + cycle, wal_mode)
         kill_after = rng.randrange(20, 400)
         seen = 0
         killed = False

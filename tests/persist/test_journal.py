@@ -7,7 +7,7 @@ import pytest
 
 from fiberapp.runtime.clock import FakeClock
 from queues.errors import QueueError
-from queues.persist.errors import WalDiskFull, WalIOError
+from queues.persist.errors import WalCorrupt, WalDiskFull, WalIOError
 from queues.persist.journal import Journal
 from queues.persist.record import Encoder, decode_at, BadRecord, HEADER_SIZE
 from queues.persist.segment import SegmentReader, list_files
@@ -56,13 +56,32 @@ def test_none_mode_writes_nothing_but_counts_lsns(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_write_mode_hands_the_record_to_the_os_before_wait_returns(tmp_path):
-    j = Journal(str(tmp_path), "write", FakeClock())
-    token = j.log({"op": "a"})
-    assert read_all(str(tmp_path)) == []  # only buffered so far
-    j.wait(token)
+@pytest.mark.parametrize("mapped", [True, False])
+def test_write_mode_hands_the_record_to_the_os_before_log_returns(tmp_path, mapped):
+    j = Journal(str(tmp_path), "write", FakeClock(), mapped=mapped)
+    assert j.log({"op": "a"}) is None  # nothing to wait for: the store skips wait()
     assert read_all(str(tmp_path)) == [(1, {"op": "a"})]  # another reader sees it
+    j.wait(None)
     j.close()
+    assert read_all(str(tmp_path)) == [(1, {"op": "a"})]
+
+
+def test_write_mode_records_written_through_the_mapping_survive_the_process(tmp_path):
+    """A child process logs through the mapping and dies without closing anything
+    (os._exit: no flush, no unmap, as after SIGKILL); the parent reads every record."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            j = Journal(str(tmp_path), "write", FakeClock(), reserve_chunk=4096)
+            for i in range(500):  # crosses several reservations (re-mapping each time)
+                j.log({"op": "set", "key": i, "pad": "y" * 30})
+            assert j._seg.map is not None
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert read_all(str(tmp_path)) == [(i + 1, {"op": "set", "key": i, "pad": "y" * 30})
+                                       for i in range(500)]
 
 
 def test_fsync_mode_group_commits_concurrent_fibers(tmp_path):
@@ -120,7 +139,29 @@ def test_disk_full_fails_the_log_call_and_writes_resume_when_space_returns(tmp_p
     assert records[-1][1] == {"op": "d"}
 
 
-@pytest.mark.parametrize("mode,method", [("fsync", "fdatasync"), ("fsync", "pwrite"), ("write", "pwrite")])
+def test_write_mode_io_error_refuses_the_op_and_writes_resume_when_the_disk_heals(tmp_path):
+    disk = FaultyDisk()
+    j = Journal(str(tmp_path), "write", FakeClock(), disk=disk)
+    assert j.log({"op": "a"}) is None
+    disk.short_writes(5)
+    disk.fail("pwrite", errno.EIO, times=2)
+    for _ in range(2):
+        with pytest.raises(WalIOError) as info:
+            j.log({"op": "b", "pad": "z" * 40})
+        assert isinstance(info.value, QueueError)
+    assert j.lsn == 1  # the failed calls used no LSN: the caller applies nothing
+    j.log({"op": "c"})  # healed (short writes are completed)
+    disk.fail("pwrite", errno.ENOSPC, times=1)
+    with pytest.raises(WalDiskFull):
+        j.log({"op": "d"})
+    disk.heal()
+    disk.short_writes(None)
+    j.log({"op": "e"})
+    j.close()
+    assert read_all(str(tmp_path)) == [(1, {"op": "a"}), (2, {"op": "c"}), (3, {"op": "e"})]
+
+
+@pytest.mark.parametrize("mode,method", [("fsync", "fdatasync"), ("fsync", "pwrite")])
 def test_io_error_breaks_the_journal_until_repaired(tmp_path, mode, method):
     clock = FakeClock()
     disk = FaultyDisk()
@@ -153,3 +194,15 @@ def test_short_writes_are_completed(tmp_path):
     j.close()
     assert [op["key"] for _lsn, op in read_all(str(tmp_path))] == list(range(20))
     assert disk.calls["pwrite"] > 20 * (HEADER_SIZE + 40) // 7
+
+
+@pytest.mark.parametrize("head", [b"", b"fiberapp-w", b"fiberapp-wal 1"])
+def test_a_segment_whose_header_was_cut_short_after_its_space_was_reserved_is_torn(tmp_path, head):
+    """A kill between creating a segment (space reserved: zeros) and writing its header."""
+    data = head + bytes(4096 - len(head))
+    reader = SegmentReader(str(tmp_path / "x.wal"), data, newest=True)
+    assert list(reader) == [] and reader.torn.offset == 0 and reader.end == 0
+    with pytest.raises(WalCorrupt):  # only the newest segment may be torn
+        list(SegmentReader(str(tmp_path / "x.wal"), data, newest=False))
+    with pytest.raises(WalCorrupt):  # anything but zeros after it is damage
+        list(SegmentReader(str(tmp_path / "x.wal"), data[:-1] + b"\x01", newest=True))
