@@ -258,15 +258,39 @@ class Stream:
 
 
 def connect(host, port, connect_timeout=5.0, read_timeout=30.0, **limits):
-    """Open a TCP connection; returns a Stream. limits: max_line, max_frame."""
+    """Open a TCP connection; returns a Stream. limits: max_line, max_frame.
+
+    A numeric address (127.0.0.1, ::1) is connected to directly: name resolution (a trip
+    through gevent's resolver thread pool per call) is only for names."""
+    family = _numeric_family(host)
     try:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        if family is None:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        else:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(connect_timeout)
+                sock.connect((host, port))
+            except BaseException:
+                sock.close()
+                raise
     except socket.timeout:
         raise NetTimeout(f"{host}:{port}: no connection within {connect_timeout}s") from None
     except OSError as exc:
         raise ConnectFailed(f"{host}:{port}: {exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Stream(sock, read_timeout=read_timeout, **limits)
+
+
+def _numeric_family(host):
+    """AF_INET / AF_INET6 for an IP address literal, None for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except (OSError, ValueError, TypeError):
+            pass
+    return None
 
 
 class TcpServer:

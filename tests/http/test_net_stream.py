@@ -123,3 +123,33 @@ def test_a_plain_socket_uses_the_plain_calls():
     finally:
         a.close()
         b.close()
+
+
+def test_numeric_addresses_skip_name_resolution_and_names_still_resolve(monkeypatch):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    resolved = []
+    real = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **kw: resolved.append(a[0]) or real(*a, **kw))
+    try:
+        with net.connect("127.0.0.1", port, connect_timeout=2):
+            pass
+        assert resolved == []  # an IP literal: a plain connect, no getaddrinfo
+        with net.connect("localhost", port, connect_timeout=2):
+            pass
+        assert resolved == [("localhost", port)]
+        assert net._numeric_family("::1") == socket.AF_INET6
+        assert net._numeric_family("db.example") is None
+    finally:
+        listener.close()
+
+
+def test_a_refused_numeric_connect_is_typed():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(net.ConnectFailed):
+        net.connect("127.0.0.1", port, connect_timeout=1)

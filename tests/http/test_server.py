@@ -5,6 +5,7 @@ import socket
 
 import gevent
 import gevent.event
+import gevent.monkey
 import pytest
 
 from fiberapp.http import ClientDisconnected, HTTPConfig, HTTPServer, Response, Router
@@ -323,6 +324,29 @@ def test_a_full_pool_stops_accepting(serve, app, connect):
     c1.close()
     assert c3.read_response()["status"] == 200  # served as soon as a slot frees up
     wait_for(lambda: server.stats()["connections"] == 2)
+
+
+def test_clients_arriving_together_are_all_accepted_in_one_wake_up(serve, app, monkeypatch):
+    """gevent accepts at most 100 per listener wake-up by default; under load every busy
+    connection is served between wake-ups, so the 1,000th of a burst waited ten loop
+    iterations. The server accepts all that is pending (up to the backlog) at once."""
+    server = serve(app)
+    loop = server._server.loop
+    iterations = []  # the loop iteration in which each accept happened
+    real = server._server.do_read
+    monkeypatch.setattr(server._server, "do_read", lambda: iterations.append(loop.iteration) or real())
+    plain_socket = gevent.monkey.get_original("socket", "socket")
+    clients = []
+    try:
+        for _ in range(300):  # blocking, unpatched connects: the loop cannot run meanwhile
+            s = plain_socket()
+            s.connect(server.address)
+            clients.append(s)
+        wait_for(lambda: len(server._connections) == 300, what="every client accepted")
+        assert len(set(iterations)) == 1  # one wake-up of the listener took them all
+    finally:
+        for s in clients:
+            s.close()
 
 
 # -- the client going away -------------------------------------------------------------
