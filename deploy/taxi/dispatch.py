@@ -27,6 +27,7 @@ Contracts: every method runs between yields (the store and the order book never 
 so each is atomic under the hub except where a put's journal wait yields, which is
 why state is always changed before the put that publishes it.
 """
+import collections
 import logging
 
 from deploy.taxi import orders as om
@@ -65,6 +66,9 @@ class _Busy:
 
     def __contains__(self, driver_id):
         return driver_id in self.offering or driver_id in self.declined
+
+
+_Queued = collections.namedtuple("_Queued", "dispatch offers")
 
 
 class Dispatcher:
@@ -261,6 +265,15 @@ class Dispatcher:
         return {"offers_out": len(self.offering), "offers_presented": len(self.presented),
                 "offers_made": self.offers_made, "offers_expired": self.offers_expired,
                 "waiting_for_driver": self.dispatch_tube.statistics()["tasks"]["total"]}
+
+    def queued_work(self):
+        """What the store kept across a restart: ``.dispatch``, the order ids with a
+        dispatch task, and ``.offers``, the (driver, order id) pairs with an offer task,
+        queued, presented or expired (TaxiService.start_up reads it)."""
+        dispatch = {task.data["order"] for task in self.dispatch_tube.tasks(limit=None)}
+        offers = {(task.data["driver"], task.data["order"])
+                  for tube in (self.offers_tube, self.expired_tube) for task in tube.tasks(limit=None)}
+        return _Queued(dispatch, offers)
 
     # -- internals -------------------------------------------------------------------------
 

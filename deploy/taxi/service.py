@@ -51,10 +51,11 @@ class TaxiService:
             rows[row[0]] = tuple(row)
         self.book = OrderBook(next_id=max_order + 1)
         self.dispatcher.book = self.book
+        queued = self.dispatcher.queued_work()
         restored = 0
         for row in sorted(rows.values(), key=lambda r: r[0]):
             if row[6] in om.OPEN_STATES:
-                self._restore(row)
+                self._restore(row, queued)
                 restored += 1
         return restored
 
@@ -62,23 +63,34 @@ class TaxiService:
         with self.pg.connection() as conn:
             return conn.execute(sql.OPEN_ORDERS).fetchall()
 
-    def _restore(self, row):
-        """Put an open order back in the book and its work back in the tubes.
+    def _restore(self, row, queued):
+        """Put an open order back in the book, and its work back in the tubes where the
+        store's recovery did not already keep it (``queued``: Dispatcher.queued_work()).
 
-        An order that was offered goes back to dispatch as created: the store turned the
-        presented offer into an expired one at recovery, and the expiry, finding the
-        order no longer offered, lets it be. The declined-drivers memory is not kept."""
+        An order that was offered stays offered to that driver while its offer task is
+        in the store: still queued in the driver's utube, the desk presents it; taken
+        (presented) when the process stopped, recovery has handed it back as an orphan,
+        which with max_attempts 1 lands in the expired tube, and the expiry records the
+        order's ``expire`` as for any lapsed offer. So the history's chain of events stays
+        connected (it used to jump from offered back to created with no event). With no
+        offer task at all (the store kept nothing: wal_mode none) the offer lapses here,
+        the same way. The declined-drivers memory is not kept across a restart."""
         oid, client, plat, plon, dlat, dlon, state, driver, reason, created, updated = row
         now, wall = self.clock.monotonic(), self.clock.time()
         order = Order(oid, client, (plat, plon), (dlat, dlon), float(created), now - (wall - float(created)))
         order.updated_at = float(updated)
-        if state == om.OFFERED:
-            state, driver = om.CREATED, None
         order.state, order.driver, order.reason = state, driver, reason
         self.book._orders[oid] = order  # OrderBook has no restore(); see the report
         self.book.counts[state] += 1
         self.book._next_id = max(self.book._next_id, oid + 1)
-        if state == om.CREATED:
+        if state == om.OFFERED:
+            if (driver, oid) in queued.offers:
+                self.dispatcher.offering[driver] = oid
+                return
+            order, event = self.book.act(oid, "expire", driver=driver, wall=wall, mono=now)
+            self._emit(order, event)
+            state = order.state
+        if state == om.CREATED and oid not in queued.dispatch:
             self.dispatcher.submit(oid)
 
     # -- drivers ---------------------------------------------------------------------------
