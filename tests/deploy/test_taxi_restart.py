@@ -176,3 +176,28 @@ def test_an_offer_the_store_did_not_keep_lapses_at_start(schema, tmp_path):  # n
         assert life.service.dispatcher.dispatch_tube.statistics()["tasks"]["total"] == 1
     finally:
         life.stop()
+
+
+def test_an_offer_still_queued_for_its_driver_is_presented_after_the_restart(schema, tmp_path):  # noqa: F811
+    dsn, name = schema
+    clock = FakeClock()
+    life = Life(str(tmp_path), clock, dsn_for(dsn, name))
+    desk = life.fibers[1]  # run_desk: stopped, so the offer stays queued in the utube
+    desk.cancel()
+    gevent.joinall([desk], timeout=2)
+    driver(life, "7", NEAR)
+    order = life.service.create_order({"client": "c", "from": {"lat": HERE[0], "lon": HERE[1]},
+                                       "to": {"lat": FAR[0], "lon": FAR[1]}})
+    life.settle()
+    assert order.state == om.OFFERED and life.service.poll_offer("7", 0) is None  # not presented yet
+    life.stop()
+
+    life = Life(str(tmp_path), clock, dsn_for(dsn, name))
+    try:
+        restored = life.service.book.get(order.id)
+        assert (restored.state, restored.driver) == (om.OFFERED, "7")
+        assert life.service.poll_offer("7", 0)["order_id"] == order.id
+        life.service.accept("7", order.id)
+        assert [e[1] for e in life.events(order.id)] == [om.CREATED, om.OFFERED, om.ACCEPTED]
+    finally:
+        life.stop()
