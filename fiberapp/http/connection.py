@@ -153,7 +153,6 @@ class Connection:
     # -- the loop -------------------------------------------------------------------
     def serve(self):
         server = self.server
-        clock = server.clock
         config = server.config
         buf, view = server.buffer, server.view
         bufsize = len(buf)
@@ -166,7 +165,8 @@ class Connection:
         hub_wait = gevent.get_hub().wait
         feed = self.parser.feed_data
         ready = self._ready
-        self._set_deadline(clock.monotonic() + config.header_timeout)
+        monotonic = server.monotonic
+        self._set_deadline(monotonic() + config.header_timeout)
         drained = False
         try:
             while True:
@@ -211,7 +211,7 @@ class Connection:
                 if upgrade:
                     return
                 if self._in_message:
-                    now = clock.monotonic()
+                    now = monotonic()
                     if self._in_headers:
                         # httptools buffers an unfinished header line without calling us
                         # back, so bound the raw bytes too (over-counted by at most the part
@@ -282,7 +282,7 @@ class Connection:
             if self._watches:
                 self._drop_watches()
         self._send(out[0] if len(out) == 1 else b"".join(out))
-        deadline = server.clock.monotonic() + server.config.idle_timeout
+        deadline = server.monotonic() + server.config.idle_timeout
         if self._timer_at is None or deadline < self._timer_at:
             self._set_deadline(deadline)
         else:
@@ -313,7 +313,7 @@ class Connection:
     def _handle(self, request):
         """Run the app with metrics and/or the access log (the plain path is inline in _answer)."""
         server = self.server
-        monotonic = server.clock.monotonic
+        monotonic = server.monotonic
         t0 = monotonic()
         try:
             resp = server.app(request)

@@ -37,7 +37,9 @@ def _ct_line(ct):
 
 _SMALL = 4096
 _LENGTH_LINES = tuple(b"Content-Length: %d\r\n" % n for n in range(_SMALL))  # pre-encoded, immutable
-_CT_LINES = MappingProxyType({ct: _ct_line(ct) for ct in (JSON, TEXT, OCTETS)})
+# The common types, as bytes and as str (handlers pass either): no encoding per response.
+_CT_LINES = MappingProxyType({form: _ct_line(ct) for ct in (JSON, TEXT, OCTETS, b"text/html; charset=utf-8")
+                              for form in (ct, ct.decode("latin-1"))})
 
 
 def status_line(status):
