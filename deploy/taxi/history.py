@@ -26,9 +26,12 @@ from queues.states import TAKEN
 
 SESSION = "taxi.history"
 
-INSERT_EVENT_WITH_ID = """
+# One statement per batch, each column one array (see sql.UPSERT_ORDERS).
+INSERT_EVENTS_WITH_ID = """
 INSERT INTO taxi_order_events (id, order_id, from_state, to_state, at, driver, reason)
-VALUES (%s, %s, %s, %s, to_timestamp(%s), %s, %s)
+SELECT id, order_id, from_state, to_state, to_timestamp(at), driver, reason
+  FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[])
+       AS t(id, order_id, from_state, to_state, at, driver, reason)
 ON CONFLICT (id) DO NOTHING
 """
 MAX_EVENT_ID = "SELECT coalesce(max(id), 0) FROM taxi_order_events"
@@ -164,11 +167,20 @@ class HistoryWriter:
             orders[row[0]] = row  # fifo: a later record is a newer row
         events = [(event_id, *event) for event_id, _, event in records]
         with self.pg.transaction() as tx:
-            tx.execute_many(sql.UPSERT_ORDER, list(orders.values()))
-            tx.execute_many(INSERT_EVENT_WITH_ID, events)
+            tx.execute(sql.UPSERT_ORDERS, _columns(orders.values(), 11))
+            tx.execute(INSERT_EVENTS_WITH_ID, _columns(events, 7))
 
     def _give_back(self, task):
         try:
             self.tube.release(task.id, session=SESSION)
         except QueueError:
             self.log.exception("history: release of event task %d failed", task.id)
+
+
+def _columns(rows, width):
+    """Rows -> one list per column (the arrays the batch statements unnest)."""
+    cols = [[] for _ in range(width)]
+    for row in rows:
+        for col, value in zip(cols, row):
+            col.append(value)
+    return cols
