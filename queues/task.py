@@ -84,13 +84,35 @@ class Task:
     @classmethod
     def from_row(cls, row, clock=None):
         """A task from its persisted values in FIELDS order (a snapshot table's row): one
-        unpacking, no dict, no per-field call; recovery builds a million of these."""
-        task = _new(cls)
-        (task.id, task.tube, task.state, task.data, task.pri, task.ttl, task.ttr, task.delay,
-         task.utube, task.key, task.attempts, task.timeouts, task.releases, task.buries,
-         task.kicks, task.created_at, task.taken_at, task.ready_at, task.ttr_at,
-         task.expires_at, task.session, task.history) = row
-        task._clock = clock
+        unpacking, no dict; recovery builds a million of these.
+
+        Built like a live task (``__init__``, then only the fields that differ from the
+        class defaults, in the order a live task gets them): a task that sets every field
+        at once, after many tasks exist, gets a full instance dict from CPython (3.11)
+        instead of the compact shared-key layout, ~1,000 instead of ~320 bytes per task
+        (measured with tracemalloc, 300,000 recovered tasks)."""
+        (id, tube, state, data, pri, ttl, ttr, delay, utube, key, attempts, timeouts, releases,
+         buries, kicks, created_at, taken_at, ready_at, ttr_at, expires_at, session, history) = row
+        task = cls(id, tube, state, data, pri, ttl, ttr, delay, utube, key, created_at, ready_at,
+                   expires_at, clock)
+        if attempts:
+            task.attempts = attempts
+        if taken_at is not None:
+            task.taken_at = taken_at
+        if ttr_at is not None:
+            task.ttr_at = ttr_at
+        if session is not None:
+            task.session = session
+        if timeouts:
+            task.timeouts = timeouts
+        if releases:
+            task.releases = releases
+        if buries:
+            task.buries = buries
+        if kicks:
+            task.kicks = kicks
+        if history is not None:
+            task.history = history
         return task
 
     @classmethod
@@ -113,5 +135,3 @@ class Task:
         out["existing"] = self.existing
         return out
 
-
-_new = object.__new__
