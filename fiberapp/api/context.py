@@ -9,6 +9,7 @@ import orjson
 from fiberapp.http.response import JSON, Response
 
 from .auth import TokenCheck
+from .encode import TaskEncoder
 from .errors import InvalidJson, Unavailable
 from .sessions import HEADER as SESSION_HEADER
 from .sessions import SessionTracker, new_token, parse_token
@@ -48,6 +49,7 @@ class Api:
         self.matchers = []      # (method, Route) per spec: 405 answers for /api/v1/*
         self.openapi_doc = b""  # the OpenAPI document, encoded once at install
         self._fibers = []
+        self._encoder = None    # TaskEncoder for the store's clock (see encoder())
 
     def add_fiber(self, fiber):
         """Own a fiber: stop() cancels it."""
@@ -75,19 +77,18 @@ class Api:
     def persistence(self):
         return self._app.persistence if self._app is not None else self._persistence
 
+    def encoder(self, store):
+        """The TaskEncoder for ``store``'s clock (built once; again if the store changes)."""
+        enc = self._encoder
+        if enc is None or enc.clock is not store.clock:
+            enc = self._encoder = TaskEncoder(store.clock)
+        return enc
+
     # -- request helpers ------------------------------------------------------------------
 
     def body(self, req, schema):
         """Parse the JSON body (empty = {}) and validate it against ``schema``."""
-        raw = req.body
-        if not raw or raw.isspace():
-            obj = None
-        else:
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidJson(f"the body is not valid JSON: {exc}") from None
-        return schema.validate(obj)
+        return schema.validate(parse_json(req.body))
 
     def session_of(self, req, create=False):
         """(name, fresh): the session named by the header; with create, a new one if absent."""
@@ -99,8 +100,33 @@ class Api:
         return None, False
 
 
+def parse_json(raw):
+    """The body's JSON value; None for an empty (or all-whitespace) body."""
+    try:
+        return _loads(raw) if raw else None
+    except orjson.JSONDecodeError as exc:
+        if raw.isspace():
+            return None
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+
+
 def reply(obj, status=200, headers=None):
-    return Response(orjson.dumps(obj), status, headers, JSON)
+    return json_reply(orjson.dumps(obj), status, headers)
+
+
+def json_reply(body, status=200, headers=None):
+    """A Response for JSON bytes. Response(...) without its Python __init__, whose checks
+    (str bodies, a None content type) do not apply here: on every task answer."""
+    resp = _new_object(Response)
+    resp.status = status
+    resp.body = body
+    resp.content_type = JSON
+    resp.headers = headers if headers is not None else ()
+    return resp
+
+
+_loads = orjson.loads
+_new_object = object.__new__
 
 
 def session_header(name):

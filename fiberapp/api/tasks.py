@@ -16,140 +16,145 @@ Single-task operations answer with the task as it is after the operation: the Ta
 object is looked up first and the store changes it in place (or, for a release that
 dead-letters it, returns its new record in the dead-letter tube).
 """
-import base64
-import operator
-
 from fiberapp.http.errors import ClientDisconnected
 from fiberapp.http.response import Response
 
-from queues.task import FIELDS, TIME_FIELDS, Task
+from queues.task import Task
 
 from . import schemas
-from .context import reply, session_header
-from .sessions import store_name
+from .context import json_reply, parse_json, session_header
+from .encode import task_json  # noqa: F401  (the dict form; tests and callers use it)
 from .errors import InvalidField, MissingField
+from .sessions import store_name
 
-# Every persisted task field except "session": that is the owner's token, and showing it
-# would let anyone ack for the owner. Read with one C-level attrgetter (the hot path of
-# every task answer) instead of Task.to_dict(), whose output this matches otherwise.
-_SHOWN = tuple(f for f in FIELDS if f != "session")
-_read = operator.attrgetter(*_SHOWN)
-_TIMES = tuple(i for i, f in enumerate(_SHOWN) if f in TIME_FIELDS)
-
-
-def task_json(task, clock):
-    """The task as JSON-ready dict: times as wall-clock seconds (``clock`` is the store's)."""
-    values = list(_read(task))
-    offset = clock.time() - clock.monotonic()
-    for i in _TIMES:
-        if values[i] is not None:
-            values[i] += offset
-    out = dict(zip(_SHOWN, values))
-    if task.existing:
-        out["existing"] = True
-    data = out["data"]
-    if isinstance(data, (bytes, bytearray)):
-        # Fiber scripts may put bytes; JSON cannot carry them, so say how they are encoded.
-        out["data"] = base64.b64encode(data).decode("ascii")
-        out["data_encoding"] = "base64"
-    return out
+_SCALARS = (str, int, float, bool, type(None))
+_ABSENT = object()
+_EXISTING = b',"existing":true}'
 
 
 def put(api, req, tube):
-    body = api.body(req, schemas.PUT)
-    t = api.store.tube(tube)
-    if "tasks" in body:
-        if len(body) > 1:
-            extra = sorted(k for k in body if k != "tasks")[0]
-            raise InvalidField(extra, "cannot be given beside tasks (put each task's fields inside it)")
-        for i, item in enumerate(body["tasks"]):
-            if "data" not in item:
-                raise MissingField(f"tasks[{i}].data")
-        tasks = t.put_many(body["tasks"])
-        return reply({"tasks": [task_json(x, api.store.clock) for x in tasks]}, 201)
-    if "data" not in body:
-        raise MissingField("data")
-    data = body.pop("data")
-    task = t.put(data, **body)
+    obj = parse_json(req.body)
+    if type(obj) is dict and len(obj) == 1 and type(obj.get("data", _ABSENT)) in _SCALARS:
+        # The common put, {"data": <scalar>}: nothing for the schema to check (a scalar
+        # nests nothing) and nothing but the data to pass on.
+        store = api.store
+        task = store.tube(tube).put(obj["data"])
+    else:
+        body = schemas.PUT.validate(obj)
+        store = api.store
+        t = store.tube(tube)
+        if "tasks" in body:
+            if len(body) > 1:
+                extra = sorted(k for k in body if k != "tasks")[0]
+                raise InvalidField(extra, "cannot be given beside tasks (put each task's fields inside it)")
+            for i, item in enumerate(body["tasks"]):
+                if "data" not in item:
+                    raise MissingField(f"tasks[{i}].data")
+            tasks = t.put_many(body["tasks"])
+            return json_reply(api.encoder(store).many(tasks), 201)
+        if "data" not in body:
+            raise MissingField("data")
+        task = t.put(body.pop("data"), **body)
     if task.existing:
-        return reply({"task": task_json(task, api.store.clock), "existing": True}, 200)
-    return reply({"task": task_json(task, api.store.clock)}, 201)
+        return json_reply(api.encoder(store).one(task, suffix=_EXISTING), 200)
+    return json_reply(api.encoder(store).one(task), 201)
 
 
 def list_tasks(api, req, tube):
     q = schemas.query_args(schemas.LIST_QUERY, req.query)
-    t = api.store.tube(tube)
+    store = api.store
+    t = store.tube(tube)
     if q.get("state") == "done":
         return {"tasks": []}  # done tasks are counted, not kept (queues.states)
-    return {"tasks": [task_json(x, api.store.clock) for x in t.tasks(state=q.get("state"), limit=q["limit"])]}
+    return json_reply(api.encoder(store).many(t.tasks(state=q.get("state"), limit=q["limit"])))
 
 
 def peek(api, req, tube, id):
-    return {"task": task_json(api.store.tube(tube).peek(id), api.store.clock)}
+    store = api.store
+    return json_reply(api.encoder(store).one(store.tube(tube).peek(id)))
 
 
 def delete(api, req, tube, id):
-    t = api.store.tube(tube)
+    store = api.store
+    t = store.tube(tube)
     task = t.peek(id)
     t.delete(id)
-    return {"task": task_json(task, api.store.clock)}
+    return json_reply(api.encoder(store).one(task))
 
 
 def bury(api, req, tube, id):
     api.body(req, schemas.EMPTY)
-    t = api.store.tube(tube)
+    store = api.store
+    t = store.tube(tube)
     task = t.peek(id)
     t.bury(id)
-    return {"task": task_json(task, api.store.clock)}
+    return json_reply(api.encoder(store).one(task))
 
 
 def ack(api, req, tube, id):
-    api.body(req, schemas.EMPTY)
-    return _owned(api, req, tube, id, lambda t, s: t.ack(id, session=s))
+    if req.body:
+        api.body(req, schemas.EMPTY)
+    return _owned(api, req, tube, id, _ack, None)
 
 
 def release(api, req, tube, id):
     body = api.body(req, schemas.RELEASE)
-    return _owned(api, req, tube, id, lambda t, s: t.release(id, session=s, **body))
+    return _owned(api, req, tube, id, _release, body)
 
 
 def touch(api, req, tube, id):
     body = api.body(req, schemas.TOUCH)
-    return _owned(api, req, tube, id, lambda t, s: t.touch(id, body["delta"], session=s))
+    return _owned(api, req, tube, id, _touch, body)
 
 
-def _owned(api, req, tube, id, call):
-    """Run ``call(tube, session)`` for the request's session, keeping the session alive."""
+def _ack(t, id, session, body):
+    return t.ack(id, session=session)
+
+
+def _release(t, id, session, body):
+    return t.release(id, session=session, **body)
+
+
+def _touch(t, id, session, body):
+    return t.touch(id, body["delta"], session=session)
+
+
+def _owned(api, req, tube, id, call, body):
+    """Run ``call(tube, id, session, body)`` for the request's session, keeping the
+    session alive."""
     session, _ = api.session_of(req)
-    t = api.store.tube(tube)
+    store = api.store
+    t = store.tube(tube)
     task = t.peek(id)
     if session is None:
-        result = call(t, None)
+        result = call(t, id, None, body)
     else:
-        api.sessions.enter(session)
+        sessions = api.sessions
+        sessions.enter(session)
         try:
-            result = call(t, store_name(session))
+            result = call(t, id, store_name(session), body)
         finally:
-            api.sessions.leave(session)
+            sessions.leave(session)
     if isinstance(result, Task):
         task = result  # where it ended: a dead-lettered release answers the new record
-    return {"task": task_json(task, api.store.clock)}
+    return json_reply(api.encoder(store).one(task))
 
 
 def take(api, req, tube):
     body = api.body(req, schemas.TAKE)
-    t = api.store.tube(tube)
+    store = api.store
+    t = store.tube(tube)
     timeout = body.get("timeout", 0.0)
     count = body.get("count")
     if count is None:
         session, task = _waiting(api, req, timeout, lambda s, wait: t.take(wait, session=s))
         if task is None:
             return _nothing(session)
-        return reply({"task": task_json(task, api.store.clock)}, 200, session_header(session))
+        return json_reply(api.encoder(store).one(task), 200, session_header(session))
     session, tasks = _waiting(api, req, timeout, lambda s, wait: t.take_many(count, timeout=wait, session=s))
     if not tasks:
         return _nothing(session)
-    return reply({"tasks": [task_json(x, api.store.clock) for x in tasks]}, 200, session_header(session))
+    return json_reply(api.encoder(store).many(tasks), 200, session_header(session))
 
 
 def take_any(api, req):
@@ -161,7 +166,7 @@ def take_any(api, req):
                              lambda s, wait: store.take_any(body["tubes"], wait, session=s))
     if task is None:
         return _nothing(session)
-    return reply({"task": task_json(task, api.store.clock)}, 200, session_header(session))
+    return json_reply(api.encoder(store).one(task), 200, session_header(session))
 
 
 def _nothing(session):
