@@ -31,6 +31,10 @@ class TaskTable:
 
     __slots__ = ("columns", "rows")
 
+    # The columns that may hold dicts or lists (the payload aside): a reader moving
+    # deadlines to a new clock need not scan the others.
+    nested = ("history",)
+
     def __init__(self, rows):
         self.columns = FIELDS
         self.rows = rows

@@ -52,8 +52,12 @@ def tables(dump):
     for key, value in dump.items():
         if isinstance(value, Table) or (
                 hasattr(value, "columns") and hasattr(value, "rows") and not isinstance(value, dict)):
-            # already a table (a store's dump_tables(): columns + rows, no dict per row)
+            # already a table (a store's dump_tables(): columns + rows, no dict per row);
+            # "nested" names the columns that may hold dicts or lists (see timeconv)
             out[key] = {TABLE: list(value.columns), "rows": value.rows}
+            nested = getattr(value, "nested", None)
+            if nested is not None:
+                out[key]["nested"] = list(nested)
             continue
         if isinstance(value, list) and value and type(value[0]) is dict:
             keys = list(value[0])
@@ -110,7 +114,7 @@ def expand(raw, delta):
     for key, value in raw.items():
         if type(value) is dict and TABLE in value:
             keys = value[TABLE]
-            out[key] = Table(keys, shift_table(keys, value["rows"], delta))
+            out[key] = Table(keys, shift_table(keys, value["rows"], delta, value.get("nested")))
         else:
             out[key] = shift(value, delta)
     return out

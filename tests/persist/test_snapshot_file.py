@@ -3,6 +3,7 @@ reading gives a Table the queue store restores from without a dict per task."""
 from fiberapp.runtime.clock import FakeClock
 from queues.persist import snapshot as snapfile
 from queues.persist.disk import Disk
+from queues.persist.timeconv import shift
 from queues.store import Store
 
 
@@ -15,18 +16,44 @@ def _store():
     return store
 
 
-def test_dump_and_dump_tables_encode_to_the_same_bytes():
-    store = _store()
-    assert snapfile.encode(3, 1.5, store.dump()) == snapfile.encode(3, 1.5, store.dump_tables())
+def _read(tmp_path, dump, delta=0):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    disk = Disk()
+    final = snapfile.publish(disk, str(tmp_path), snapfile.write_file(disk, str(tmp_path), 9, 0.0, dump))
+    lsn, offset, raw = snapfile.read_file(disk, final)
+    return snapfile.expand(raw, delta)
+
+
+def _with_history():
+    store = Store(clock=FakeClock())
+    store.create_tube("dead", "fifottl")
+    tube = store.create_tube("jobs", "fifottl", max_attempts=1, dead_letter="dead", ttl=30)
+    tube.put("a")
+    tube.put({"x": 1, "taken_at": 5})
+    tube.release(tube.take(timeout=0).id)  # a dead-lettered task: history with taken_at
+    tube.take(timeout=0)
+    return store
+
+
+def test_dump_and_dump_tables_read_back_the_same(tmp_path):
+    store = _with_history()
+    for delta in (0, 10.0, -3.5):
+        a = _read(tmp_path / f"a{delta}", store.dump(), delta)
+        b = _read(tmp_path / f"b{delta}", store.dump_tables(), delta)
+        assert a["tasks"] == b["tasks"] and a["tubes"] == b["tubes"]
+
+
+def test_deadlines_in_a_table_move_with_the_clock_history_included(tmp_path):
+    store = _with_history()
+    moved = Store.load(_read(tmp_path, store.dump_tables(), 10.0), clock=FakeClock())
+    assert moved.dump() == shift(store.dump(), 10.0)
+    history = moved.tube("dead").tasks()[0].history
+    assert history[0]["taken_at"] == store.tube("dead").tasks()[0].history[0]["taken_at"] + 10.0
 
 
 def test_read_back_as_a_table_that_reads_as_the_dump(tmp_path):
     store = _store()
-    disk = Disk()
-    final = snapfile.publish(disk, str(tmp_path), snapfile.write_file(disk, str(tmp_path), 9, 0.0,
-                                                                        store.dump_tables()))
-    lsn, offset, raw = snapfile.read_file(disk, final)
-    dump = snapfile.expand(raw, 0)
+    dump = _read(tmp_path, store.dump_tables())
     tasks = dump["tasks"]
     assert isinstance(tasks, snapfile.Table)
     assert tasks == store.dump()["tasks"] and list(tasks) == store.dump()["tasks"]
