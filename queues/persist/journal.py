@@ -49,6 +49,7 @@ from .record import BODY_PREFIX, HEADER, MAGIC, VERSION, Encoder
 from .segment import FILE_HEADER, segment_name
 
 MODES = ("none", "write", "fsync")
+INF = float("inf")
 
 _prefix = BODY_PREFIX.pack
 _header = HEADER.pack
@@ -116,7 +117,8 @@ class Journal:
         "_none", "_direct", "_mapped", "_seg", "_sealed", "_rotate", "_pending",
         "_waiters", "_scheduled", "_pending_since", "_hub", "_pool",
         "_inflight", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
-        "_since_snapshot_bytes", "threshold", "bytes_written", "batches", "fsyncs", "records",
+        "_logged", "_mark", "_threshold", "_threshold_at", "_bytes_written", "_lsn0", "_fsync",
+        "batches", "fsyncs",
         "write_errors", "latencies",
     )
 
@@ -175,13 +177,18 @@ class Journal:
         self._repairing = None
         self._last_repair = None
         self._closed = False
-        self._since_snapshot_bytes = 0
-        self.threshold = None  # (bytes, callback): called once when crossed
+        # Bytes logged since the journal opened; those since the last snapshot are
+        # _logged - _mark. The hot path compares _logged with _threshold_at only.
+        self._logged = 0
+        self._mark = 0
+        self._threshold = None
+        self._threshold_at = INF
+        self._lsn0 = self.lsn
+        self._fsync = mode == "fsync"
         # figures for stats()
-        self.bytes_written = 0
+        self._bytes_written = 0  # fsync mode: bytes written by the thread
         self.batches = 0
         self.fsyncs = 0
-        self.records = 0
         self.write_errors = 0
         self.latencies = collections.deque(maxlen=4096)
 
@@ -208,15 +215,13 @@ class Journal:
                 mapped[start:end] = rec  # a store into the page cache: see _map()
             else:
                 self._write_direct(seg, rec, start)
-            seg.end = seg.written = end
-            self.lsn = self._committed_lsn = lsn
-            self.records += 1
-            self.bytes_written += end - start
-            self._since_snapshot_bytes += end - start
-            threshold = self.threshold
-            if threshold is not None and self._since_snapshot_bytes >= threshold[0]:
-                self.threshold = None
-                threshold[1]()  # must not block: it wakes the checkpoint fiber
+            # Only what the next call needs is updated here: seg.written catches up when
+            # the segment is sealed; records and bytes_written are derived (properties).
+            seg.end = end
+            self.lsn = lsn
+            logged = self._logged = self._logged + end - start
+            if logged >= self._threshold_at:
+                self._crossed()
             return None
         if self._broken is not None or self._closed or self._none:
             return self._log_special(op)
@@ -245,12 +250,9 @@ class Journal:
             pending.append(new_group)
         group.chunks.append(rec)
         group.last_lsn = self.lsn = lsn
-        self.records += 1
-        self._since_snapshot_bytes += size
-        threshold = self.threshold
-        if threshold is not None and self._since_snapshot_bytes >= threshold[0]:
-            self.threshold = None
-            threshold[1]()  # must not block: it wakes the checkpoint fiber
+        logged = self._logged = self._logged + size
+        if logged >= self._threshold_at:
+            self._crossed()
         return lsn
 
     def _log_special(self, op):
@@ -263,8 +265,8 @@ class Journal:
         return self.lsn
 
     def wait(self, token):
-        if token is None or token <= self._committed_lsn or self._none:
-            return
+        if token is None or token <= self._committed_lsn or not self._fsync:
+            return  # write mode: log() wrote it; none: nothing to wait for
         # fsync mode. A gevent Waiter (compiled, no timer of its own) instead of an Event
         # with a per-call timeout: one batch timer covers commit_timeout for every waiter.
         hub = self._hub
@@ -316,6 +318,8 @@ class Journal:
         seg.end = seg.written = len(FILE_HEADER)
         if self._mapped:
             self._map(seg)
+        if self._direct and self._seg is not None:
+            self._seg.written = self._seg.end  # write mode does not count it per record
         if self._seg is not None:
             self._seg.sealed = True
             self._sealed.append(self._seg)
@@ -444,7 +448,7 @@ class Journal:
 
     def _account(self, groups, sync):
         for group in groups:
-            self.bytes_written += len(group.data)
+            self._bytes_written += len(group.data)
         self.batches += 1
         if sync:
             self.fsyncs += 1
@@ -602,11 +606,44 @@ class Journal:
                     self.disk.close(seg.fd)
                     seg.fd = None
 
+    # -- figures --------------------------------------------------------------------
+
+    @property
+    def records(self):
+        """Records logged since the journal opened (none mode logs none)."""
+        return 0 if self._none else self.lsn - self._lsn0
+
+    @property
+    def bytes_written(self):
+        return self._logged if self.mode == "write" else self._bytes_written
+
+    @property
+    def threshold(self):
+        """(bytes, callback): callback() is called once, from log(), when the bytes logged
+        since the last snapshot reach bytes; it must not block. None: no threshold."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value):
+        self._threshold = value
+        self._threshold_at = INF if value is None else self._mark + value[0]
+
+    def _crossed(self):
+        threshold, self.threshold = self._threshold, None
+        if threshold is not None:
+            threshold[1]()  # must not block: it wakes the checkpoint fiber
+
     def take_bytes_since_snapshot(self, reset=False):
-        value = self._since_snapshot_bytes
+        value = self._logged - self._mark
         if reset:
-            self._since_snapshot_bytes = 0
+            self._mark = self._logged
+            self.threshold = self._threshold
         return value
+
+    def consume_bytes_since_snapshot(self, n):
+        """A snapshot covered n of the bytes counted since the last one: stop counting them."""
+        self._mark += max(0, min(n, self._logged - self._mark))
+        self.threshold = self._threshold
 
     def _warn(self, msg, *args):
         if self.logger is not None:

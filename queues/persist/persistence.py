@@ -228,7 +228,7 @@ class Persistence:
                 snapfile.write_file, (self.disk, self.snap_dir, lsn, offset, dump))
         final = gevent.get_hub().threadpool.apply(snapfile.publish, (self.disk, self.snap_dir, tmp))
         # Records logged while the child wrote stay counted toward the next checkpoint.
-        journal._since_snapshot_bytes = max(0, journal.take_bytes_since_snapshot() - bytes_before)
+        journal.consume_bytes_since_snapshot(bytes_before)
         journal.rotate()
         duration = self.clock.monotonic() - started
         self._last_snapshot.update(lsn=lsn, file=final, time=self.clock.time(), duration=duration,
