@@ -137,51 +137,62 @@ class Recovery:
     def _replay(self, store, apply, segments, now_offset):
         result = self.result
         expected = result.snapshot_lsn + 1
-        total = 0
+        records = result.records
         last_report = time.monotonic()
-        for i, (first, path) in enumerate(segments):
-            newest = i == len(segments) - 1
-            try:
-                data = self.disk.read_file(path)
-            except OSError as exc:
-                self._damage(WalCorrupt(path, 0, f"cannot read: {exc}"))
-                continue
-            self.progress.update(phase="wal", file=path)
-            reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped,
-                                   covered=result.snapshot_lsn)
-            apply_op = apply(store)
-            for offset, lsn, rec_offset, op in reader:
-                if lsn != expected:
-                    if lsn < expected:
-                        continue  # already in the snapshot (or a duplicate after a skip)
-                    if self._just_skipped:  # force recovery: the hole is the data just skipped
-                        self.log.error("force recovery: WAL records %d..%d were in the skipped data",
-                                       expected, lsn - 1)
-                    else:
-                        self._damage(WalGap(
-                            f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
-                            f"{offset} (a segment was removed or lost)"))
-                self._just_skipped = False
-                delta = rec_offset - now_offset
+        # The clock delta of the records' wall_offset: the same for long runs of records,
+        # so it is worked out again only when the offset changes.
+        seen_offset, delta = None, 0
+        try:
+            for i, (first, path) in enumerate(segments):
+                newest = i == len(segments) - 1
                 try:
-                    apply_op(shift(op, delta) if delta >= CLOCK_EPSILON or delta <= -CLOCK_EPSILON else op)
-                except Exception as exc:  # a record that does not fit the state is damage too
-                    self._damage(WalCorrupt(path, offset, f"cannot apply lsn {lsn}: {exc!r}"))
-                    expected = lsn + 1
+                    data = self.disk.read_file(path)
+                except OSError as exc:
+                    self._damage(WalCorrupt(path, 0, f"cannot read: {exc}"))
                     continue
-                expected = lsn + 1
-                result.records += 1
-                total += 1
-                if total % YIELD_EVERY == 0:
-                    self.progress.update(records=result.records, lsn=lsn)
-                    now = time.monotonic()
-                    if now - last_report >= 2.0:
-                        last_report = now
-                        self.log.info("recovery: %d WAL records replayed (lsn %d, %s)",
-                                      result.records, lsn, path)
-                    gevent.sleep(0)
-            if reader.torn is not None:
-                result.torn.append((reader.torn, reader.end))
+                self.progress.update(phase="wal", file=path)
+                reader = SegmentReader(path, data, newest=newest, force=self.force, on_skip=self._skipped,
+                                       covered=result.snapshot_lsn)
+                apply_op = apply(store)
+                for offset, lsn, rec_offset, op in reader:
+                    if lsn != expected:
+                        if lsn < expected:
+                            continue  # already in the snapshot (or a duplicate after a skip)
+                        if self._just_skipped:  # force recovery: the hole is the data just skipped
+                            self.log.error("force recovery: WAL records %d..%d were in the skipped data",
+                                           expected, lsn - 1)
+                        else:
+                            self._damage(WalGap(
+                                f"{path}: WAL records {expected}..{lsn - 1} are missing before offset "
+                                f"{offset} (a segment was removed or lost)"))
+                    if self._just_skipped:
+                        self._just_skipped = False
+                    if rec_offset != seen_offset:
+                        seen_offset = rec_offset
+                        delta = rec_offset - now_offset
+                        if -CLOCK_EPSILON < delta < CLOCK_EPSILON:
+                            delta = 0
+                    try:
+                        apply_op(shift(op, delta) if delta else op)
+                    except Exception as exc:  # a record that does not fit the state is damage too
+                        self._damage(WalCorrupt(path, offset, f"cannot apply lsn {lsn}: {exc!r}"))
+                        expected = lsn + 1
+                        continue
+                    expected = lsn + 1
+                    records += 1
+                    if records % YIELD_EVERY == 0:
+                        result.records = records
+                        self.progress.update(records=records, lsn=lsn)
+                        now = time.monotonic()
+                        if now - last_report >= 2.0:
+                            last_report = now
+                            self.log.info("recovery: %d WAL records replayed (lsn %d, %s)",
+                                          records, lsn, path)
+                        gevent.sleep(0)
+                if reader.torn is not None:
+                    result.torn.append((reader.torn, reader.end))
+        finally:
+            result.records = records
         result.last_lsn = expected - 1
         if result.last_lsn < result.snapshot_lsn:
             result.last_lsn = result.snapshot_lsn
