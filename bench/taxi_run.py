@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,9 @@ def main(argv=None):
     p.add_argument("--per-conn", type=int, default=0,
                    help="drivers per keep-alive connection (0: the generator's auto: 1 while every connection "
                         "fits the open-files limit, else 20, offers then read from the location answers)")
+    p.add_argument("--server-wrap", metavar="CMD", help="run the server under CMD, e.g. 'valgrind --tool=cachegrind "
+                   "--cache-sim=no --cachegrind-out-file=/dev/null': the server's instruction count (I refs) is "
+                   "printed; run once more with --drivers 0 --orders 0 and subtract for the load's share")
     p.add_argument("--profile", metavar="FILE", help="record the server with py-spy (folded stacks) into FILE "
                    "(py-spy on PATH or in $PY_SPY)")
     p.add_argument("--server-cpu", type=int, default=0)
@@ -156,19 +160,21 @@ def main(argv=None):
                    f'[http]\nmax_connections = {args.drivers + 1000}\nbacklog = 4096\n\n'
                    f'[pg]\ndsn = {json.dumps(dsn)}\nmin_size = 2\nmax_size = 4\nmax_wait = 5.0\n')
     bindir = Path(sys.executable).parent
-    server = subprocess.Popen(["taskset", "-c", str(args.server_cpu), str(bindir / "fiberapp"), "run", str(APP),
+    wrap = shlex.split(args.server_wrap) if args.server_wrap else []
+    server = subprocess.Popen(["taskset", "-c", str(args.server_cpu), *wrap, str(bindir / "fiberapp"), "run", str(APP),
                                "--config", str(cfg)], preexec_fn=raise_fds,
                               stdout=open(Path(tmp) / "server.log", "wb"), stderr=subprocess.STDOUT)
     result = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "loadavg": os.getloadavg(),
               "cpu_pressure": cpu_pressure(), "args": vars(args), "schema": schema}
     try:
-        wait_ready(url, server)
+        wait_ready(url, server, timeout=600 if wrap else 60)
         sampler = Sampler(server.pid)
         sampler.start()
         cmd = ["taskset", "-c", str(args.load_cpu), str(bindir / "fiberapp"), "bench", "taxi", "--url", url,
                "--drivers", str(args.drivers), "--interval", str(args.interval), "--orders", str(args.orders),
-               "--duration", str(args.duration), "--processes", str(args.processes),
-               "--per-conn", str(args.per_conn), "--json", "--quiet"]
+               "--duration", str(args.duration), "--processes", str(args.processes), "--json", "--quiet"]
+        if args.per_conn:
+            cmd += ["--per-conn", str(args.per_conn)]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         spy = None
         if args.profile:
@@ -201,10 +207,12 @@ def main(argv=None):
     finally:
         server.terminate()
         try:
-            server.wait(30)
+            server.wait(300 if wrap else 30)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        if wrap and "server" in result:
+            result["server"]["instructions"] = instructions(Path(tmp) / "server.log")
         if not args.keep:
             with psycopg.connect(args.dsn, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -239,6 +247,9 @@ def summary(result):
     if gen:
         lines.append(f"generator: {gen['cpu_s']} s of CPU in {gen['wall_s']} s "
                      f"({100 * gen['cpu_s'] / max(gen['wall_s'], 1e-9):.0f}% of one core, final sweep included)")
+    if srv.get("instructions") is not None:
+        lines.append(f"server instructions (valgrind I refs, start-up and shutdown included): {srv['instructions']:,}"
+                     f" for {rep['requests']} requests")
     holds = srv.get("loop_holds") or []
     lines.append(f"server loop holds > 0.1 s (watchdog): {len(holds)}"
                  + (f", longest {max(holds):.3f} s" if holds else ""))
@@ -252,6 +263,15 @@ def summary(result):
     lines.append(f"target (p99 < {P99_TARGET_MS:g} ms outside the long-poll, zero errors): "
                  f"{'MET' if ok else 'NOT MET'} (worst p99 {worst:.1f} ms, {errors} errors)")
     return "\n".join(lines)
+
+
+def instructions(log):
+    """valgrind's "I refs" total from the server log, or None."""
+    with open(log, errors="replace") as f:
+        for line in f:
+            if "I   refs:" in line or "I    refs:" in line:
+                return int(line.split("refs:")[1].strip().replace(",", ""))
+    return None
 
 
 def loop_holds(log):
