@@ -50,11 +50,14 @@ def server(tmp_path, schema):
     srv.stop()
 
 
-def test_taxi_app_under_the_load_generator(server):
+# per_conn 1: a connection per driver, offers by long-poll; 10: 10 drivers pipelining on
+# each of 20 connections, offers read from the location answers.
+@pytest.mark.parametrize("per_conn", [1, 10])
+def test_taxi_app_under_the_load_generator(server, per_conn):
     srv, dsn = server
     cfg = TaxiConfig(url=srv.url, drivers=200, interval=0.5, orders=ORDERS / DURATION, duration=DURATION,
                      accept=0.8, ride_time=1.0, patience=2.5, client_poll=0.25, client_conns=8,
-                     rush=0.0, timeout=5.0, seed=7)
+                     rush=0.0, timeout=5.0, seed=7, per_conn=per_conn)
     sim = Simulation(cfg)
     sim.load()
     results = sim.finish()
@@ -67,6 +70,7 @@ def test_taxi_app_under_the_load_generator(server):
     assert not [k for k in results.errors if not k.startswith("http 4")], results.errors
     assert results.total_errors() <= results.total_requests() * 0.05, results.errors
     assert results.requests.get("location", 0) >= 200  # every driver was heard from
+    assert (results.requests.get("offer_poll", 0) > 0) == (per_conn == 1)
     states = {oid: results.orders[str(oid)]["state"] for oid in created}
     assert "completed" in states.values(), report
 
