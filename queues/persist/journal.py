@@ -20,11 +20,12 @@ it is applied, as beanstalkd's reservation does).
   mappings, written with one pwrite. With one record per call there is nothing to batch,
   so the cheapest hand-over wins. A record that cannot be written fails log() (WalIOError,
   WalDiskFull): the op is not applied, the LSN not used.
-- fsync mode: log() appends the record to a pending list and wait() hands the pending
-  records, as one batch, to a flusher fiber that does pwrite + fdatasync in the hub's
-  threadpool; records logged meanwhile form the next batch (group commit), so one thread
-  hand-off and one fsync serve every fiber that logged in between. The event loop never
-  blocks on an fsync.
+- fsync mode: log() appends the record to a pending list; wait() parks the fiber on a
+  gevent Waiter and, if the disk is idle, schedules _submit, which hands every pending
+  record, as one batch, to the WAL's own thread (pwrite + fdatasync); records logged
+  meanwhile form the next batch (group commit), so one thread hand-off and one fdatasync
+  serve every fiber that logged in between. _flushed (in the hub) wakes the batch's
+  fibers. The event loop never blocks on the disk.
 
 In fsync mode, a failed write or fsync (EIO, or ENOSPC despite the reservation) breaks the journal: the
 callers whose records were in the failed batch get WalIOError from wait() (their
@@ -459,10 +460,12 @@ class Journal:
         A callback in the hub, scheduled by the first wait() while the disk is idle, and
         after a batch completed with records pending. Deferring it to a callback lets
         every fiber that is ready to run (e.g. all those the last batch woke) log its
-        record first, so they share one fdatasync. Submitting at once instead (so the
-        next fdatasync overlaps with their work) was measured and is slower: the thread
-        needs the GIL to start the pwrite and again after each call, and a busy loop
-        holds it for up to sys.getswitchinterval() (5 ms) at a time.
+        record first, so they share one fdatasync. Submitting at once instead, so that
+        the next fdatasync overlaps with their work, was measured and is not faster: the
+        fibers split into two alternating batches (twice the fdatasyncs and hand-offs),
+        and the thread cannot start while the loop is busy - it needs the GIL to start
+        the pwrite and again after each call, and gevent runs ready callbacks for up to
+        sys.getswitchinterval() (5 ms) before it polls or lets the GIL go.
         The loop never blocks: the thread does the pwrite and the fdatasync.
         """
         self._scheduled = False
