@@ -12,7 +12,7 @@ from .auth import TokenCheck
 from .encode import TaskEncoder
 from .errors import InvalidJson, Unavailable
 from .sessions import HEADER as SESSION_HEADER
-from .sessions import SessionTracker, new_token, parse_token
+from .sessions import SessionTracker, check_token, new_token
 
 
 class Api:
@@ -91,10 +91,20 @@ class Api:
         return schema.validate(parse_json(req.body))
 
     def session_of(self, req, create=False):
-        """(name, fresh): the session named by the header; with create, a new one if absent."""
-        value = req.header("x-fiberapp-session")  # one header: no dict of them all (hot path)
+        """(name, fresh): the session named by the header; with create, a new one if absent.
+
+        The raw header pairs are scanned here (take and ack read this one header on every
+        request): no dict of all headers, no per-header lower() unless the length fits.
+        """
+        value = None
+        for name, raw in req.raw_headers:
+            if len(name) == 18 and (name == _SESSION_RAW or name.lower() == _SESSION_LOWER):
+                if value is not None:
+                    value = req.header(SESSION_HEADER)  # repeated: joined, as header() does
+                    break
+                value = raw.decode("latin-1")
         if value:
-            return parse_token(value.strip()), False
+            return check_token(value.strip()), False
         if create:
             return new_token(), True
         return None, False
@@ -126,6 +136,8 @@ def json_reply(body, status=200, headers=None):
 
 
 _loads = orjson.loads
+_SESSION_RAW = SESSION_HEADER.encode("latin-1")
+_SESSION_LOWER = _SESSION_RAW.lower()
 _new_object = object.__new__
 
 

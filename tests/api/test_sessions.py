@@ -1,6 +1,7 @@
 """HTTP sessions: ownership, expiry after session_ttl under the FakeClock, and a long poll
 keeping its session alive."""
 import gevent.event
+import pytest
 
 from .conftest import error_of
 
@@ -133,3 +134,32 @@ def test_polling_without_a_session_header_leaves_no_sessions_behind(make_env):
     put(env)
     session = env.call("POST", "/api/v1/tubes/jobs/take", json={}).header(S)
     assert len(env.api.sessions) == 1 and session in env.api.sessions  # it owns a task now
+
+
+def test_check_token_agrees_with_the_regex_for_every_kind_of_value():
+    from fiberapp.api.errors import InvalidSession
+    from fiberapp.api.sessions import check_token, parse_token
+
+    values = ["a", "bench-client", "A.b_c-9", "x" * 128, "x" * 129, "", "a b", "a,b", "é", "a\n",
+              "tok/1", "a" * 64 + "!", "ok.ok", "-", "..", "\u0661", "a\x00"]
+    for value in values:
+        try:
+            expected = parse_token(value)
+        except InvalidSession:
+            expected = InvalidSession
+        try:
+            got = check_token(value)
+        except InvalidSession:
+            got = InvalidSession
+        assert got == expected, value
+
+
+def test_a_repeated_session_header_is_refused_as_header_joins_it(env):
+    from fiberapp.http.request import Request
+
+    req = Request("POST", "/x", "", [(b"X-Fiberapp-Session", b"a"), (b"x-fiberapp-session", b"b")], b"")
+    with pytest.raises(Exception) as info:
+        env.api.session_of(req)
+    assert getattr(info.value, "status", None) == 400
+    req = Request("POST", "/x", "", [(b"Host", b"h"), (b"X-FIBERAPP-SESSION", b" tok-1 ")], b"")
+    assert env.api.session_of(req) == ("tok-1", False)
