@@ -6,8 +6,9 @@
 
 cycles: put + take + ack of 100-byte tasks, in-process, wal_mode none / write / fsync,
 with 1 and with 50 fibers, side by side in one run; median of --runs runs; per-operation
-latency (call to return, i.e. including the commit wait) p50/p99 and the WAL's group
-commit figures. The peers (Tarantool + queue, beanstalkd) are not run here: their figures
+latency (call to return, i.e. including the commit wait) p50/p99, the WAL's commit latency
+p99 (first record of a batch logged -> durable; fsync mode) and records per write (write
+mode writes each record on its own) or per fdatasync (fsync mode). The peers (Tarantool + queue, beanstalkd) are not run here: their figures
 on this kind of machine are in the task brief and quoted in bench/RESULTS.md.
 snapshot: fill a store with --tasks tasks, then take a forked snapshot while a monitor
 fiber measures how long the loop stalls (the longest gap between 1 ms ticks, and the sum
@@ -100,14 +101,14 @@ def one_cycle_run(mode, fibers, seconds, base):
 def cycles(args):
     print(f"put+take+ack cycles/s, 100-byte tasks, {args.seconds:g} s per run, median of {args.runs}")
     print(f"{'wal_mode':8} {'fibers':>6} {'cycles/s':>10} {'op p50 ms':>10} {'op p99 ms':>10} "
-          f"{'batch p99 ms':>12} {'rec/batch':>9}")
+          f"{'commit p99 ms':>13} {'rec/batch':>9}")
     for fibers in (1, 50):
         for mode in ("none", "write", "fsync"):
             runs = [one_cycle_run(mode, fibers, args.seconds, args.dir) for _ in range(args.runs)]
             med = sorted(runs, key=lambda r: r["cycles_per_s"])[len(runs) // 2]
             rpb = med["records_per_batch"]
             print(f"{mode:8} {fibers:>6} {med['cycles_per_s']:>10,.0f} {med['p50_ms']:>10.3f} "
-                  f"{med['p99_ms']:>10.3f} {med['batch_p99_ms']:>12.3f} "
+                  f"{med['p99_ms']:>10.3f} {med['batch_p99_ms']:>13.3f} "
                   f"{'' if rpb is None else format(rpb, '.1f'):>9}   "
                   f"(runs: {', '.join(format(r['cycles_per_s'], ',.0f') for r in runs)})", flush=True)
             if args.peer and shutil.which("beanstalkd"):
