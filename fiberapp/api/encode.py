@@ -40,6 +40,7 @@ _COUNTERS = b'"attempts":%d,"timeouts":%d,"releases":%d,"buries":%d,"kicks":%d,'
 #: attempts = 0..15 with no timeouts, releases, buries or kicks: the usual counters.
 _FIRST_COUNTERS = tuple(_COUNTERS % (n, 0, 0, 0, 0) for n in range(16))
 _TIMES_AFTER = b'"taken_at":%b,"ready_at":%b,"ttr_at":%b,"expires_at":%b,'
+_NO_TIMES_AFTER = _TIMES_AFTER % (_NULL, _NULL, _NULL, _NULL)
 _SMALL_INTS = tuple(b"%d" % n for n in range(256))
 TEMPLATE_FIELDS = ("id", "tube", "state", "data", "pri", "ttl", "ttr", "delay", "utube", "key",
                    "attempts", "timeouts", "releases", "buries", "kicks", "created_at", "taken_at",
@@ -75,24 +76,28 @@ def clock_reads(clock):
 class TaskEncoder:
     """Task answers as JSON bytes for one clock (the store's)."""
 
-    __slots__ = ("clock", "_time", "_monotonic")
+    __slots__ = ("clock", "_time", "_monotonic", "_tube", "_tube_json")
 
     def __init__(self, clock):
         self.clock = clock
         self._time, self._monotonic = clock_reads(clock)
+        self._tube = self._tube_json = None  # the last tube name encoded, and its JSON
 
     def one(self, task, prefix=b'{"task":', suffix=b"}"):
         """prefix + the task's JSON object + suffix (default: the {"task": {...}} answer)."""
-        return self._encode(task, self._time() - self._monotonic(), prefix, suffix)
+        tube = task.tube
+        if tube is not self._tube:
+            self._tube, self._tube_json = tube, _dumps(tube)
+        return self._encode(task, self._time() - self._monotonic(), prefix, suffix, self._tube_json)
 
     def many(self, tasks, prefix=b'{"tasks":[', suffix=b"]}"):
         """prefix + the tasks' JSON objects, comma-separated + suffix."""
         offset = self._time() - self._monotonic()
         encode = self._encode
-        return prefix + b",".join([encode(t, offset, b"", b"") for t in tasks]) + suffix
+        return prefix + b",".join([encode(t, offset, b"", b"", _dumps(t.tube)) for t in tasks]) + suffix
 
     @staticmethod
-    def _encode(task, offset, prefix, suffix, dumps=_dumps, null=_NULL, states=_STATES,
+    def _encode(task, offset, prefix, suffix, tube, dumps=_dumps, null=_NULL, states=_STATES,
                 small=_SMALL_INTS, first=_FIRST_COUNTERS):
         data = task.data
         kind = type(data)
@@ -126,11 +131,12 @@ class TaskEncoder:
                                                   task.ttr_at, task.expires_at)
         history = task.history
         return _TASK % (
-            prefix, task.id, dumps(task.tube), states.get(state) or dumps(state), data,
+            prefix, task.id, tube, states.get(state) or dumps(state), data,
             small[pri] if pri < 256 else b"%d" % pri,
             options, counters,
             null if created is None else dumps(created + offset),
-            _TIMES_AFTER % (
+            _NO_TIMES_AFTER if taken is None and ready is None and ttr_at is None and expires is None
+            else _TIMES_AFTER % (
                 null if taken is None else dumps(taken + offset),
                 null if ready is None else dumps(ready + offset),
                 null if ttr_at is None else dumps(ttr_at + offset),
