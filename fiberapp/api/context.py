@@ -50,6 +50,7 @@ class Api:
         self.openapi_doc = b""  # the OpenAPI document, encoded once at install
         self._fibers = []
         self._encoder = None    # TaskEncoder for the store's clock (see encoder())
+        self._last_body = None  # (schema, raw body, validated copy): see body()
 
     def add_fiber(self, fiber):
         """Own a fiber: stop() cancels it."""
@@ -87,8 +88,26 @@ class Api:
     # -- request helpers ------------------------------------------------------------------
 
     def body(self, req, schema):
-        """Parse the JSON body (empty = {}) and validate it against ``schema``."""
-        return schema.validate(parse_json(req.body))
+        """Parse the JSON body (empty = {}) and validate it against ``schema``.
+
+        A consumer sends the same small body again and again ({"timeout": 0} on every
+        take): the last one validated is remembered with its result, when the result holds
+        only scalars, and a request carrying the same bytes for the same schema gets a
+        copy of it without parsing or validating again (the answer is a function of the
+        bytes).
+        """
+        raw = req.body
+        last = self._last_body
+        if last is not None and last[0] is schema and last[1] == raw:
+            return dict(last[2])
+        out = schema.validate(parse_json(raw))
+        if len(raw) <= 256:
+            for value in out.values():
+                if type(value) not in _SCALARS:
+                    break
+            else:
+                self._last_body = (schema, raw, dict(out))
+        return out
 
     def session_of(self, req, create=False):
         """(name, fresh): the session named by the header; with create, a new one if absent.
@@ -136,6 +155,7 @@ def json_reply(body, status=200, headers=None):
 
 
 _loads = orjson.loads
+_SCALARS = (str, int, float, bool, type(None))
 _SESSION_RAW = SESSION_HEADER.encode("latin-1")
 _SESSION_LOWER = _SESSION_RAW.lower()
 _new_object = object.__new__

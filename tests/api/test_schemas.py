@@ -107,3 +107,24 @@ def test_json_schema_states_the_same_rules():
     assert js["properties"]["tasks"]["items"]["additionalProperties"] is False
     assert schemas.TOUCH.json_schema()["required"] == ["delta"]
     assert schemas.TOUCH.json_schema()["properties"]["delta"]["exclusiveMinimum"] == 0
+
+
+def test_a_repeated_body_is_answered_from_the_last_validation_without_sharing_its_dict(env):
+    from fiberapp.api import schemas
+    from fiberapp.http.request import Request
+
+    api = env.api
+    first = api.body(Request.build("POST", "/x", body=b'{"timeout": 2.5}'), schemas.TAKE)
+    again = api.body(Request.build("POST", "/x", body=b'{"timeout": 2.5}'), schemas.TAKE)
+    assert first == again == {"timeout": 2.5}
+    again["timeout"] = 99.0  # a handler changing its copy changes nothing remembered
+    assert api.body(Request.build("POST", "/x", body=b'{"timeout": 2.5}'), schemas.TAKE) == {"timeout": 2.5}
+    # the same bytes under another schema are validated for that schema
+    with pytest.raises(Exception) as info:
+        api.body(Request.build("POST", "/x", body=b'{"timeout": 2.5}'), schemas.TOUCH)
+    assert getattr(info.value, "status", None) == 400
+    # a body with a container is never remembered (its list could be changed in place)
+    body = b'{"tubes": ["a", "b"], "timeout": 1}'
+    one = api.body(Request.build("POST", "/x", body=body), schemas.TAKE_ANY)
+    one["tubes"].append("c")
+    assert api.body(Request.build("POST", "/x", body=body), schemas.TAKE_ANY)["tubes"] == ["a", "b"]
