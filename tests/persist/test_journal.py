@@ -8,7 +8,7 @@ import pytest
 from fiberapp.runtime.clock import FakeClock
 from queues.errors import QueueError
 from queues.persist.errors import WalCorrupt, WalDiskFull, WalIOError
-from queues.persist.journal import Journal
+from queues.persist.journal import ZERO_AHEAD, Journal
 from queues.persist.record import Encoder, decode_at, BadRecord, HEADER_SIZE
 from queues.persist.segment import SegmentReader, list_files
 
@@ -206,3 +206,18 @@ def test_a_segment_whose_header_was_cut_short_after_its_space_was_reserved_is_to
         list(SegmentReader(str(tmp_path / "x.wal"), data, newest=False))
     with pytest.raises(WalCorrupt):  # anything but zeros after it is damage
         list(SegmentReader(str(tmp_path / "x.wal"), data[:-1] + b"\x01", newest=True))
+
+
+def test_fsync_mode_writes_zeros_ahead_of_its_records_within_the_reservation(tmp_path):
+    j = Journal(str(tmp_path), "fsync", FakeClock(), reserve_chunk=1 << 20)
+    for i in range(10):
+        j.wait(j.log({"op": "set", "key": i}))
+    seg = j._seg
+    assert seg.end < seg.zeroed <= seg.reserved  # written zeros past the records
+    assert seg.zeroed >= seg.end + ZERO_AHEAD // 2
+    with open(seg.path, "rb") as f:
+        data = f.read()
+    assert len(data) == seg.reserved  # the zeros never grow the file
+    assert data[seg.end:seg.zeroed] == bytes(seg.zeroed - seg.end)
+    j.close()
+    assert [op["key"] for _lsn, op in read_all(str(tmp_path))] == list(range(10))
