@@ -48,5 +48,5 @@ def init(app):
                             service.history.pending())
 
     app.log.info("taxi: ready (%d open order(s) restored, next order id %d)",
-                 restored, service.book._next_id)
+                 restored, service.book.next_id)
     return service

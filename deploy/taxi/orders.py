@@ -170,6 +170,21 @@ class OrderBook:
         self.counts[CREATED] += 1
         return order, OrderEvent(order.id, None, CREATED, wall, None, None)
 
+    @property
+    def next_id(self):
+        """The id the next created order gets."""
+        return self._next_id
+
+    def restore(self, order):
+        """Put back an order read from storage at start (its state as stored); ids
+        continue above it."""
+        if order.id in self._orders:
+            raise BadRequest(f"order {order.id} is already in the book")
+        self._orders[order.id] = order
+        self.counts[order.state] += 1
+        self._next_id = max(self._next_id, order.id + 1)
+        return order
+
     def get(self, order_id):
         try:
             return self._orders[order_id]

@@ -80,9 +80,7 @@ class TaxiService:
         order = Order(oid, client, (plat, plon), (dlat, dlon), float(created), now - (wall - float(created)))
         order.updated_at = float(updated)
         order.state, order.driver, order.reason = state, driver, reason
-        self.book._orders[oid] = order  # OrderBook has no restore(); see the report
-        self.book.counts[state] += 1
-        self.book._next_id = max(self.book._next_id, oid + 1)
+        self.book.restore(order)
         if state == om.OFFERED:
             if (driver, oid) in queued.offers:
                 self.dispatcher.offering[driver] = oid

@@ -142,3 +142,15 @@ def test_random_action_sequences_keep_counts_and_model(actions):
                 driver = None
         assert order.state == state
         assert book.counts[state] == 1 and sum(book.counts.values()) == 1
+
+
+def test_restore_puts_an_order_back_with_its_state_and_ids_continue_above_it():
+    book = OrderBook(next_id=3)
+    order = Order(10, "c", (55.7, 37.6), (55.8, 37.7), wall=1.0, mono=1.0)
+    order.state, order.driver = ARRIVING, "7"
+    assert book.restore(order) is order
+    assert book.get(10) is order and book.counts[ARRIVING] == 1 and book.next_id == 11
+    with pytest.raises(BadRequest):
+        book.restore(order)
+    new, _ = book.create("c", (55.7, 37.6), (55.8, 37.7), wall=2.0, mono=2.0)
+    assert new.id == 11
