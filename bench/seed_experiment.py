@@ -420,6 +420,8 @@ def main(argv=None):
     p.add_argument("--dsn", default=DEFAULT_DSN)
     p.add_argument("--gunicorn-venv", default="/tmp/seedx/venv", help="created with gunicorn and psycopg on first use")
     p.add_argument("--json", help="also write every cell here")
+    p.add_argument("--work-n", type=int, help="work(n) with this n instead of calibrating ~17 us (calibration "
+                   "is by wall clock: on a loaded machine it picks a smaller n, a lighter page)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.workers = 2.0, 1, "8,30"
@@ -429,7 +431,10 @@ def main(argv=None):
     conns = [int(c) for c in args.conns.split(",")]
     waits = args.waits.split(",")
 
-    n_work, work_us = calibrate()
+    if args.work_n:
+        n_work, work_us = args.work_n, float("nan")
+    else:
+        n_work, work_us = calibrate()
     log(f"work({n_work}) = {work_us:.1f} us of Python here")
     header = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "loadavg": os.getloadavg(), "work_n": n_work, "work_us": round(work_us, 1),
