@@ -120,22 +120,75 @@ def expand(raw, delta):
     return out
 
 
+# A table's rows are packed this many at a time, and the file written ~1 MiB at a time:
+# the writer never holds the whole body (141 MiB for a million tasks) nor a copy of it.
+CHUNK_ROWS = 4096
+WRITE_SIZE = 1 << 20
+
+
+def _array_header_size(n):
+    return 1 if n <= 15 else 3 if n <= 0xFFFF else 5
+
+
+def body_pieces(dump):
+    """The body's msgpack bytes, piece by piece: the same bytes as
+    ``msgpack.packb(tables(dump))``, but a table's rows are packed a chunk at a time."""
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    top = tables(dump)
+    if not isinstance(top, dict):
+        yield pack(top)
+        return
+    yield packer.pack_map_header(len(top))
+    for key, value in top.items():
+        yield pack(key)
+        if type(value) is not dict or TABLE not in value:
+            yield pack(value)
+            continue
+        yield packer.pack_map_header(len(value))
+        for name, item in value.items():
+            yield pack(name)
+            if name != "rows":
+                yield pack(item)
+                continue
+            yield packer.pack_array_header(len(item))
+            for start in range(0, len(item), CHUNK_ROWS):
+                chunk = item[start:start + CHUNK_ROWS]
+                if type(chunk) is not list:
+                    chunk = list(chunk)
+                # the chunk packed as an array, without that array's own header
+                yield memoryview(pack(chunk))[_array_header_size(len(chunk)):]
+
+
 def encode(lsn, wall_offset, dump):
-    body = msgpack.packb(tables(dump), use_bin_type=True)
+    body = b"".join(body_pieces(dump))
     return MAGIC + HEADER.pack(lsn, wall_offset, len(body), zlib.crc32(body)) + body
 
 
 def write_file(disk, snap_dir, lsn, wall_offset, dump):
     """Blocking: write a complete snapshot under its temporary name and fsync it.
 
+    The body is packed and written in pieces (CRC kept running), the header last.
     Returns the temporary path; publish() makes it visible. Safe in a forked child: it
     does no gevent I/O.
     """
-    data = encode(lsn, wall_offset, dump)
     tmp = os.path.join(snap_dir, snapshot_name(lsn)[: -len(SUFFIX)] + TMP_SUFFIX)
     fd = disk.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        disk.pwrite_all(fd, data, 0)
+        head = len(MAGIC) + HEADER.size
+        pos, crc, pending, size = head, 0, [], 0
+        for piece in body_pieces(dump):
+            crc = zlib.crc32(piece, crc)
+            pending.append(piece)
+            size += len(piece)
+            if size >= WRITE_SIZE:
+                disk.pwrite_all(fd, b"".join(pending), pos)
+                pos += size
+                pending, size = [], 0
+        if pending:
+            disk.pwrite_all(fd, b"".join(pending), pos)
+            pos += size
+        disk.pwrite_all(fd, MAGIC + HEADER.pack(lsn, wall_offset, pos - head, crc), 0)
         disk.fsync(fd)
     finally:
         disk.close(fd)

@@ -1,5 +1,7 @@
 """The snapshot file's table form: dump() and dump_tables() write the same bytes, and
 reading gives a Table the queue store restores from without a dict per task."""
+import zlib
+
 from fiberapp.runtime.clock import FakeClock
 from queues.persist import snapshot as snapfile
 from queues.persist.disk import Disk
@@ -72,3 +74,20 @@ def test_expand_moves_deadlines_of_table_rows_but_not_the_payload(tmp_path):
                 assert new[key] == value + 10.0
             else:
                 assert new[key] == value  # data's own "created_at" included
+
+
+def test_the_file_is_written_in_pieces_with_the_bytes_of_one_packb(tmp_path, monkeypatch):
+    import msgpack
+
+    store = Store(clock=FakeClock())
+    tube = store.create_tube("jobs", "fifo")
+    for i in range(40):
+        tube.put(i)
+    monkeypatch.setattr(snapfile, "CHUNK_ROWS", 16)  # several chunks, a short last one
+    monkeypatch.setattr(snapfile, "WRITE_SIZE", 100)  # several writes
+    for dump in (store.dump(), store.dump_tables()):
+        body = msgpack.packb(snapfile.tables(dump), use_bin_type=True)
+        assert b"".join(snapfile.body_pieces(dump)) == body
+        tmp = snapfile.write_file(Disk(), str(tmp_path), 5, 2.5, dump)
+        with open(tmp, "rb") as f:
+            assert f.read() == snapfile.MAGIC + snapfile.HEADER.pack(5, 2.5, len(body), zlib.crc32(body)) + body
