@@ -221,3 +221,15 @@ def test_fsync_mode_writes_zeros_ahead_of_its_records_within_the_reservation(tmp
     assert data[seg.end:seg.zeroed] == bytes(seg.zeroed - seg.end)
     j.close()
     assert [op["key"] for _lsn, op in read_all(str(tmp_path))] == list(range(10))
+
+
+def test_write_mode_a_record_larger_than_the_reservation_chunk_and_the_segment(tmp_path):
+    j = Journal(str(tmp_path), "write", FakeClock(), max_size=1 << 20, reserve_chunk=64 << 10)
+    big = b"b" * (3 << 20)
+    j.log({"op": "a"})
+    j.log({"op": "big", "data": big})  # reserved and mapped in one step, past max_size
+    j.log({"op": "c"})  # the next record starts a new segment
+    j.close()
+    assert [(lsn, op["op"]) for lsn, op in read_all(str(tmp_path))] == [(1, "a"), (2, "big"), (3, "c")]
+    assert read_all(str(tmp_path))[1][1]["data"] == big
+    assert len(list_files(str(tmp_path), ".wal")[0]) == 2
