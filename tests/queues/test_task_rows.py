@@ -113,3 +113,44 @@ def test_restored_tasks_take_no_more_memory_than_live_ones(clock):
         tracemalloc.stop()
     assert len(restored.tube("jobs").tasks(limit=None)) == n
     assert (after - before) <= 1.2 * live
+
+
+def test_a_driver_with_load_indexes_the_ready_tasks_in_bulk(clock):
+    """The optional driver method load(tasks): the same state as one changed() per task."""
+    import heapq
+
+    from queues.drivers.fifottl import FifoTtl
+    from queues.drivers.registry import Registry
+
+    calls = []
+
+    class BulkFifoTtl(FifoTtl):
+        def load(self, tasks):
+            calls.append(len(tasks))
+            ready = self._ready.ready
+            for task in tasks:
+                task._entry = entry = (task.pri, task.id, task)
+                ready.heap.append(entry)
+            heapq.heapify(ready.heap)
+            ready.live += len(tasks)
+            ttl = self._deadlines.ttl
+            ttl.heap.extend((t.expires_at, t.id, t) for t in tasks if t.expires_at is not None)
+            heapq.heapify(ttl.heap)
+            ttl.live = len(ttl.heap)
+            return ttl.heap[0][0] if ttl.heap else None
+
+    store, taken = _filled(clock)
+    drivers = Registry()
+    drivers.register(BulkFifoTtl, replace=True)
+    bulk = Store.load(store.dump_tables(), clock=clock, drivers=drivers)
+    plain = Store.load(store.dump(), clock=clock)
+    assert calls == [len(store.tube("jobs").tasks(state=READY))]
+    assert bulk.dump() == plain.dump() == store.dump()
+    assert [t.id for t in bulk.tube("jobs").tasks()] == [t.id for t in plain.tube("jobs").tasks()]
+    assert bulk._next_id == plain._next_id and bulk._wake_at == plain._wake_at
+    for _ in range(3):
+        assert bulk.tube("jobs").take(timeout=0).id == plain.tube("jobs").take(timeout=0).id
+    clock.advance(200)  # every ttl lapses: both expire the same tasks
+    bulk.tick()
+    plain.tick()
+    assert bulk.dump() == plain.dump()
