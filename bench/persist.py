@@ -328,7 +328,8 @@ def recovery(args):
         gc.collect()
         store, p, took, cpu, live = _timed_recovery(data_dir)
         print(f"recovery from snapshot (lsn {p.recovery.snapshot_lsn:,}) + {p.recovery.records:,} WAL records "
-              f"-> {live:,} live tasks in {took:.2f} s (CPU {cpu:.2f} s)")
+              f"-> {live:,} live tasks in {took:.2f} s (CPU {cpu:.2f} s; loading the snapshot "
+              f"{p.recovery.snapshot_seconds:.2f} s, CPU {p.recovery.snapshot_cpu:.2f} s)")
         p.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
