@@ -244,9 +244,12 @@ def summary(result):
     lines.append(f"server: peak RSS {srv['peak_rss_mb']} MB, CPU {srv['cpu_share'] * 100:.0f}% of one core; "
                  f"history written {result['history_flush']['written']}, pending {result['history_flush']['pending']}")
     gen = result.get("generator")
+    lag = rep.get("generator_lag") or {}
     if gen:
         lines.append(f"generator: {gen['cpu_s']} s of CPU in {gen['wall_s']} s "
-                     f"({100 * gen['cpu_s'] / max(gen['wall_s'], 1e-9):.0f}% of one core, final sweep included)")
+                     f"({100 * gen['cpu_s'] / max(gen['wall_s'], 1e-9):.0f}% of one core, final sweep included); "
+                     f"its loop lag p99 {fmt_s(lag.get('p99'))}, max {fmt_s(lag.get('max'))}"
+                     + (" -- it ran late: the latencies above include its own delay" if (lag.get("p99") or 0) > 0.02 else ""))
     if srv.get("instructions") is not None:
         lines.append(f"server instructions (valgrind I refs, start-up and shutdown included): {srv['instructions']:,}"
                      f" for {rep['requests']} requests")

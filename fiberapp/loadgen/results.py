@@ -8,6 +8,8 @@ Counting contract (what tests compare with the server's own counts):
 - ``connects`` times new connections apart from any endpoint (a request's latency
   starts once its connection is open); ``pipelined`` counts requests sent on a
   connection shared by several drivers while an earlier one there was unanswered;
+- ``lag``: how late a probe fiber woke from LAG_PROBE-second sleeps, i.e. the
+  generator's own loop delay (CPU starvation shows here, not as server latency);
 - ``abandoned[ep]`` counts requests still waiting for their answer when the run ended
   (long-polls, mostly): the server saw them, the generator stopped listening.
 - orders are keyed by id: when the order was created and accepted (monotonic
@@ -21,6 +23,8 @@ ENDPOINTS = (
     "location", "offer_poll", "offer_accept", "offer_decline", "arriving", "complete",
     "order_create", "order_get", "order_cancel", "final_check", "stats",
 )
+LAG_PROBE = 0.05  # seconds between the lag probe's wake-ups (taxi.Simulation)
+LAG_WARN = 0.02  # a loop lag p99 above this: the generator's figures are its own delay too
 FINAL_ORDER = ("created", "offered", "accepted", "arriving", "completed", "cancelled", "unknown")
 
 
@@ -32,6 +36,7 @@ class Results:
         self.latency = {}  # ep -> Histogram (responses only)
         self.connects = Histogram()
         self.pipelined = 0  # requests sent behind an unanswered one on a shared connection
+        self.lag = Histogram()  # how late the generator's own loop woke a probe fiber
         self.errors = {}  # kind -> n
         self.orders = {}  # id (str) -> {"created": t, "accepted": t, "state": s}
         self.elapsed = 0.0
@@ -85,7 +90,7 @@ class Results:
         return {
             "requests": self.requests, "failed": self.failed, "abandoned": self.abandoned,
             "latency": {ep: h.to_json() for ep, h in self.latency.items()},
-            "connects": self.connects.to_json(), "pipelined": self.pipelined,
+            "connects": self.connects.to_json(), "pipelined": self.pipelined, "lag": self.lag.to_json(),
             "errors": self.errors, "orders": self.orders, "elapsed": self.elapsed,
             "notes": self.notes, "server_stats": self.server_stats,
         }
@@ -97,6 +102,7 @@ class Results:
         r.latency = {ep: Histogram.from_json(h) for ep, h in data["latency"].items()}
         r.connects = Histogram.from_json(data["connects"])
         r.pipelined = data["pipelined"]
+        r.lag = Histogram.from_json(data["lag"])
         r.errors, r.orders, r.elapsed = data["errors"], data["orders"], data["elapsed"]
         r.notes, r.server_stats = data["notes"], data["server_stats"]
         return r
@@ -110,6 +116,7 @@ class Results:
             self.latency.setdefault(ep, Histogram()).merge(h)
         self.connects.merge(other.connects)
         self.pipelined += other.pipelined
+        self.lag.merge(other.lag)
         # An order is created by one worker and accepted by a driver in any worker:
         # join field by field.
         for oid, rec in other.orders.items():
@@ -153,6 +160,7 @@ class Results:
             by_state[state] = by_state.get(state, 0) + 1
         d = self.dispatch_latency().summary()
         c = self.connects.summary()
+        g = self.lag.summary()
         return {
             "config": config,
             "elapsed": self.elapsed,
@@ -162,6 +170,7 @@ class Results:
             "dispatch_latency": {k: d[k] for k in ("count", "p50", "p95", "p99", "max")},
             "connects": {k: c[k] for k in ("count", "p50", "p95", "p99", "max")},
             "pipelined": self.pipelined,
+            "generator_lag": {k: g[k] for k in ("count", "p50", "p99", "max")},
             "orders": {s: by_state[s] for s in sorted(by_state, key=_state_rank)},
             "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1])),
             "server_stats": self.server_stats,
@@ -192,15 +201,21 @@ def format_report(rep):
         )
     d = rep["dispatch_latency"]
     c = rep["connects"]
+    g = rep["generator_lag"]
     lines += [
         "",
         f"connections opened {c['count']}: p50 {_ms(c['p50'])} ms, p99 {_ms(c['p99'])} ms, max {_ms(c['max'])} ms",
         f"requests pipelined behind an unanswered one on a shared driver connection: {rep['pipelined']}",
+        f"generator loop lag (a probe's {LAG_PROBE * 1000:.0f} ms sleeps overshot by): p50 {_ms(g['p50'])} ms, "
+        f"p99 {_ms(g['p99'])} ms, max {_ms(g['max'])} ms",
         f"dispatch latency (order created -> accepted), {d['count']} orders: "
         f"p50 {_ms(d['p50'])} ms, p95 {_ms(d['p95'])} ms, p99 {_ms(d['p99'])} ms",
         "orders by final state: " + (", ".join(f"{s} {n}" for s, n in rep["orders"].items()) or "none"),
         "errors by kind: " + (", ".join(f"{k} {n}" for k, n in rep["errors"].items()) or "none"),
     ]
+    if g["p99"] is not None and g["p99"] > LAG_WARN:
+        lines.append(f"WARNING: the generator itself ran late (loop lag p99 {_ms(g['p99'])} ms): it got less CPU "
+                     f"than it needs, and every latency above includes its own delay")
     srv = rep.get("server_stats")
     if isinstance(srv, dict) and isinstance(srv.get("dispatch_latency"), dict):
         sd = srv["dispatch_latency"]

@@ -43,7 +43,7 @@ from gevent import socket
 from fiberapp.loadgen.client import ClientError, Connection, RequestTemplate
 from fiberapp.loadgen.pipeline import PipelinedConnection
 from fiberapp.loadgen.config import LoadgenError, TaxiConfig, order_rate  # noqa: F401 (re-exported)
-from fiberapp.loadgen.results import Results
+from fiberapp.loadgen.results import LAG_PROBE, Results
 from fiberapp.runtime.clock import SystemClock
 
 _M_PER_DEG = 111_195.0
@@ -155,6 +155,15 @@ class Simulation:
         return base * self.rng.uniform(0.8, 1.2)
 
     # -- drivers -----------------------------------------------------------------
+
+    def _lag_probe(self):
+        """How late this process's loop runs: a sleep that overshoots is CPU the generator
+        did not get (or a fiber holding the loop), and it delays every answer it reads."""
+        clock, lag = self.clock, self.results.lag
+        while True:
+            t0 = clock.monotonic()
+            clock.sleep(LAG_PROBE)
+            lag.record(max(0.0, clock.monotonic() - t0 - LAG_PROBE))
 
     def _starter(self, shared, per_conn):
         """Start each driver at its own moment, spread uniformly over the ramp (default:
@@ -366,6 +375,7 @@ class Simulation:
         self.running = True
         try:
             self._group.spawn(self._starter, shared, per_conn)
+            self._group.spawn(self._lag_probe)
             self._group.spawn(self._arrivals)
             clock.sleep(cfg.duration)
             self.results.elapsed = clock.monotonic() - self.started

@@ -305,6 +305,9 @@ def test_counts_match_with_drivers_sharing_connections(serve):
     assert len(fake.peers) <= 3 + 2
     # Each driver pings about once per period (0.25 s +-20 %) over the 3 s.
     assert 12 * 3.0 / 0.3 <= fake.hits["location"] <= 12 * 3.0 / 0.2 + 12
+    # The loop-lag probe ran all along; on the FakeClock the loop is never late.
+    assert rep["generator_lag"]["count"] >= 3.0 / 0.05 - 2
+    assert rep["generator_lag"]["max"] == pytest.approx(0, abs=1e-9)
 
 
 def test_drivers_on_a_shared_connection_pipeline_their_requests(serve):
