@@ -42,12 +42,12 @@ import zlib
 
 import gevent
 from gevent.hub import Waiter
-from gevent.threadpool import ThreadPool
 
 from .disk import Disk
 from .errors import WalClosed, WalDiskFull, WalError, WalIOError
 from .record import BODY_PREFIX, HEADER, MAGIC, VERSION, Encoder
 from .segment import FILE_HEADER, segment_name
+from .wal_thread import WalThread
 
 MODES = ("none", "write", "fsync")
 INF = float("inf")
@@ -99,7 +99,7 @@ class _Group:
 
 
 class _Batch:
-    """One write + fdatasync in the threadpool, and the fibers waiting for it."""
+    """One write + fdatasync in the WAL thread, and the fibers waiting for it."""
 
     __slots__ = ("groups", "last_lsn", "waiters", "opened_at", "timer")
 
@@ -119,7 +119,7 @@ class Journal:
         "wal_dir", "mode", "clock", "disk", "max_size", "reserve_chunk", "commit_timeout",
         "repair_interval", "logger", "lsn", "_committed_lsn", "_pack", "_time", "_monotonic",
         "_none", "_direct", "_mapped", "_seg", "_sealed", "_rotate", "_pending",
-        "_waiters", "_scheduled", "_pending_since", "_hub", "_pool",
+        "_waiters", "_scheduled", "_pending_since", "_hub", "_thread",
         "_inflight", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
         "_logged", "_mark", "_threshold", "_threshold_at", "_bytes_written", "_lsn0", "_fsync",
         "batches", "fsyncs",
@@ -173,8 +173,8 @@ class Journal:
         self._waiters = []  # Waiters of records not yet in a batch (fsync mode)
         self._pending_since = None  # monotonic time of the first pending record
         self._scheduled = False  # a _submit callback is queued
-        self._hub = None  # the hub and its threadpool, looked up at the first wait()
-        self._pool = None
+        self._hub = None  # the hub and the WAL thread, made at the first wait()
+        self._thread = None
         self._inflight = None  # the _Batch being written and fsynced
         self._broken = None
         self._failed = []
@@ -276,10 +276,9 @@ class Journal:
         hub = self._hub
         if hub is None:
             hub = self._hub = gevent.get_hub()
-            # The WAL's own thread (a pool of one): one batch is in flight at a time, so
-            # spawn() never waits for a free thread - it may be called from the hub
-            # (_flushed), which must not block - and nothing else queues in front of it.
-            self._pool = ThreadPool(1, hub)
+            # The WAL's own thread: one batch is in flight at a time, nothing else queues
+            # in front of it, and submitting never blocks (it may happen in the hub).
+            self._thread = WalThread(hub, self._flushed)
         waiter = Waiter(hub)
         batch = self._inflight
         if batch is not None and token <= batch.last_lsn:
@@ -506,18 +505,18 @@ class Journal:
         if self.commit_timeout is not None:
             batch.timer = self._hub.loop.timer(self.commit_timeout)
             batch.timer.start(self._timed_out, batch)
-        self._pool.spawn(self._write_groups, groups, True).rawlink(self._flushed)
+        self._thread.submit(self._write_groups, (groups, True))
 
-    def _flushed(self, result):
+    def _flushed(self, ok, value):
         """In the hub, when the thread is done with the batch in flight."""
         batch, self._inflight = self._inflight, None
         if batch.timer is not None:
             batch.timer.close()
         groups = batch.groups
-        if result.successful():
-            done, exc = result.value
+        if ok:
+            done, exc = value
         else:  # the function itself failed (not an OSError): nothing is known to be written
-            done, exc = 0, result.exception
+            done, exc = 0, value
         self._account(groups[:done], True)
         if done:
             self._committed_lsn = groups[done - 1].last_lsn
@@ -617,9 +616,9 @@ class Journal:
         finally:
             self._closed = True
             self._direct = False  # log() takes the general path, which raises WalClosed
-            if self._pool is not None and self._inflight is None:
-                self._pool.kill()
-                self._pool = None
+            if self._thread is not None:
+                self._thread.close()
+                self._thread = None
             seg, self._seg = self._seg, None
             if seg is not None and seg.map is not None:
                 seg.map.close()
