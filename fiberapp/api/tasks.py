@@ -25,7 +25,7 @@ from . import schemas
 from .context import json_reply, parse_json, session_header
 from .encode import task_json  # noqa: F401  (the dict form; tests and callers use it)
 from .errors import InvalidField, MissingField
-from .sessions import store_name
+from .sessions import STORE_PREFIX, store_name
 
 _SCALARS = (str, int, float, bool, type(None))
 _ABSENT = object()
@@ -92,9 +92,23 @@ def bury(api, req, tube, id):
 
 
 def ack(api, req, tube, id):
+    """_owned written out for ack (every consumer's hot path): Tube.ack returns the task
+    and raises what peek would for a missing one, so there is no separate lookup."""
     if req.body:
         api.body(req, schemas.EMPTY)
-    return _owned(api, req, tube, id, _ack, None)
+    session, _ = api.session_of(req)
+    store = api.store
+    t = store.tube(tube)
+    if session is None:
+        task = t.ack(id, session=None)
+    else:
+        sessions = api.sessions
+        sessions.enter(session)
+        try:
+            task = t.ack(id, session=STORE_PREFIX + session)
+        finally:
+            sessions.leave(session)
+    return json_reply(api.encoder(store).one(task))
 
 
 def release(api, req, tube, id):
@@ -105,10 +119,6 @@ def release(api, req, tube, id):
 def touch(api, req, tube, id):
     body = api.body(req, schemas.TOUCH)
     return _owned(api, req, tube, id, _touch, body)
-
-
-def _ack(t, id, session, body):
-    return t.ack(id, session=session)
 
 
 def _release(t, id, session, body):
@@ -147,7 +157,10 @@ def take(api, req, tube):
     timeout = body.get("timeout", 0.0)
     count = body.get("count")
     if count is None:
-        session, task = _waiting(api, req, timeout, lambda s, wait: t.take(wait, session=s))
+        if timeout:
+            session, task = _waiting(api, req, timeout, lambda s, wait: t.take(wait, session=s))
+        else:
+            session, task = _take_now(api, req, t)
         if task is None:
             return _nothing(session)
         return json_reply(api.encoder(store).one(task), 200, session_header(session))
@@ -167,6 +180,22 @@ def take_any(api, req):
     if task is None:
         return _nothing(session)
     return json_reply(api.encoder(store).one(task), 200, session_header(session))
+
+
+def _take_now(api, req, t):
+    """_waiting for a take that does not wait (no disconnect watch to arm), written out:
+    the polling consumer's hot path."""
+    session, fresh = api.session_of(req, create=True)
+    sessions = api.sessions
+    sessions.enter(session)
+    task = None
+    try:
+        task = t.take(0, session=STORE_PREFIX + session)
+    finally:
+        sessions.leave(session)
+        if fresh and task is None:
+            sessions.end_now(session)  # see _waiting
+    return session, task
 
 
 def _nothing(session):
