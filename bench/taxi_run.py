@@ -12,9 +12,9 @@ samples the server's RSS and CPU once a second, then flushes the history, stops 
 server and drops the schema (--keep to keep it). Printed: the generator's
 report (requests/s, p50/p95/p99 per endpoint, errors, orders by final state), the
 server's /taxi/stats, peak RSS, average CPU and the loop holds its watchdog logged, how
-the generator held its connections, and the verdict against the target:
-p99 < 50 ms on every endpoint but the offer long-poll (whose latency is its wait) and
-zero errors.
+the generator held its connections, and the verdict against the target: p99 < 50 ms
+on every endpoint of the load (not the offer long-poll, whose latency is its wait, nor
+the final read-back and stats) and zero errors.
 """
 import argparse
 import json
@@ -36,7 +36,10 @@ APP = ROOT / "deploy" / "taxi" / "app.py"
 DEFAULT_DSN = os.environ.get("FIBERAPP_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
 FD_LIMIT = 65536
 P99_TARGET_MS = 50.0
-LONG_POLLS = ("offer_poll",)
+# Not judged against the target: the long-poll's latency is its wait; final_check (each
+# order read back once, all at once, after the load stopped) and stats are the
+# generator's own bookkeeping, not the issue's load. They are still printed.
+NOT_JUDGED = ("offer_poll", "final_check", "stats")
 
 
 def raise_fds():
@@ -230,11 +233,11 @@ def summary(result):
              f"{result['args']['orders']:g} orders/s, {result['args']['duration']:g} s",
              f"requests: {rep['requests']} ({rep['rps']:.0f}/s); errors: {sum(rep['errors'].values())} {rep['errors']}",
              "| endpoint | requests | req/s | p50 ms | p99 ms | max ms | failed |", "|---|---|---|---|---|---|---|"]
-    worst = 0.0
+    worst, worst_ep = 0.0, "-"
     for ep, e in rep["endpoints"].items():
         ms = [None if e[k] is None else e[k] * 1000 for k in ("p50", "p99", "max")]
-        if ep not in LONG_POLLS and ms[1] is not None:
-            worst = max(worst, ms[1])
+        if ep not in NOT_JUDGED and ms[1] is not None and ms[1] > worst:
+            worst, worst_ep = ms[1], ep
         lines.append(f"| {ep} | {e['requests']} | {e['rps']:.0f} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in ms)
                      + f" | {e['failed']} |")
     d = rep["dispatch_latency"]
@@ -263,8 +266,8 @@ def summary(result):
         lines.append(f"note: {note}")
     errors = sum(rep["errors"].values())
     ok = worst < P99_TARGET_MS and errors == 0
-    lines.append(f"target (p99 < {P99_TARGET_MS:g} ms outside the long-poll, zero errors): "
-                 f"{'MET' if ok else 'NOT MET'} (worst p99 {worst:.1f} ms, {errors} errors)")
+    lines.append(f"target (p99 < {P99_TARGET_MS:g} ms on the load's endpoints, zero errors): "
+                 f"{'MET' if ok else 'NOT MET'} (worst p99 {worst:.1f} ms on {worst_ep}, {errors} errors)")
     return "\n".join(lines)
 
 
