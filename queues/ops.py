@@ -117,6 +117,7 @@ class ApplyMixin:
         elif old == BURIED:
             tube.buried.dead()
         tube.driver.changed(task, old)
+        task._entry = None  # task <-> index entry is a cycle: broken, the task dies by refcount
 
     def _insert(self, tube, task):
         tube._tasks[task.id] = task
@@ -146,6 +147,7 @@ class ApplyMixin:
             if task.state == TAKEN:
                 self.sessions._untake(task)
             task.state = DONE
+            task._entry = None
         tube._dropped = True
         return [(tube, None, "drop")]
 
@@ -155,6 +157,7 @@ class ApplyMixin:
             if task.state == TAKEN:
                 self.sessions._untake(task)
             task.state = DONE
+            task._entry = None
         tube.done += len(tube._tasks)
         tube._tasks = {}
         tube.keys = {}
@@ -272,6 +275,7 @@ class ApplyMixin:
         changed = tube._changed_on_ack
         if changed is not None:
             changed(task, TAKEN)
+        task._entry = None  # as in _remove: no cycle left for the collector
 
     def _apply_delete(self, op):
         tube = self._tubes[op["tube"]]
