@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from fiberapp import config as config_mod
 from fiberapp import logs
+from fiberapp.runtime import heap
 from fiberapp.runtime.clock import SystemClock
 from fiberapp.runtime.fiber import Runtime
 from fiberapp.scripts import ScriptError, load_script
@@ -94,6 +95,10 @@ class App:
         self.store.start(self.runtime)       # the ticker fiber: delays, ttr, ttl
         if self.persistence is not None:
             self.persistence.start()         # the checkpoint fiber
+        if cfg.gc_freeze:
+            # The recovered store and the libraries stay for the process's life: later full
+            # collections skip them (fiber scripts load after, so reload still frees theirs).
+            log.info("heap frozen after recovery: %d objects", heap.freeze_startup())
         self.pg, self.pgs, self.redis = wiring.open_databases(self)
         for path in self._script_paths():
             self.scripts.append(load_script(self, path))

@@ -89,6 +89,7 @@ SCHEMA = {k.name: k for k in (
     Key("shutdown_timeout", float, 10.0, _at_least(0)),
     Key("watchdog_limit", float, 0.1, _at_least(0, strict=True)),
     Key("cpu_accounting", bool, True),  # per-fiber CPU time for top (about 1 µs per switch)
+    Key("gc_freeze", bool, True),        # freeze the heap after recovery (see runtime.heap)
     Key("max_task_size", int, 1 << 20, _at_least(1)),
     Key("wal_max_size", int, 64 << 20, _at_least(4096)),
     Key("checkpoint_interval", float, 3600.0, _at_least(0)),

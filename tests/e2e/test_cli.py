@@ -358,3 +358,14 @@ def test_wal_mode_none_keeps_nothing(tmp_path):
         assert again.request("GET", "/api/v1/tubes/jobs")[0] == 404
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("setting, frozen", [("true", True), ("false", False)])
+def test_heap_is_frozen_after_recovery_unless_turned_off(server, setting, frozen):
+    s = server(env={"FIBERAPP_GC_FREEZE": setting})
+    s.start()
+    out = cli("console", "-d", s.data_dir, "-e", "__import__('gc').get_freeze_count()")
+    assert out.returncode == 0, out.stderr
+    count = int(out.stdout.strip())
+    assert (count > 0) is frozen, count
+    assert ("heap frozen after recovery" in s.log()) is frozen
