@@ -18,14 +18,15 @@ route may carry an ``owner`` tag; ``remove_owner(tag)`` drops all of an owner's 
 (a fiber script's routes, when the script is reloaded). Adding a route whose method and
 pattern are already taken raises RouteError: scripts cannot silently shadow each other.
 
-Lookup: a static path is one dict lookup. Parameterised routes are indexed by their literal
-prefix (the whole segments before the first one with a parameter: "/taxi/orders/" for
-``/taxi/orders/{order:int}/cancel``): a request is tried only against the routes of its
-method (and ``*``) whose prefix its path starts with, in the order they were added, so the
-first match wins exactly as if every route were tried in turn. The candidate lists are
-cached per (method, deepest known prefix), which the route table bounds (a client cannot
-grow the cache); adding or removing a route drops the cache. Only a request that ends in
-404/405 looks at every method's routes under its prefix (to fill Allow).
+Lookup: a static path is one dict lookup. Parameterised routes are matched per method by
+one combined regular expression (each route's pattern an alternative, in the order the
+routes were added, plus the ``*`` routes), so the regex engine, in C, finds the first route
+that matches the whole path exactly as trying every route in turn would; the alternative
+that matched names the route. The combined expressions are built on first use per method
+(the parser's method list bounds them) and dropped when a route is added or removed. A
+value that does not convert (``{id:int}`` is checked by its regex; a converter that still
+refuses) sends that request down the route-by-route path. Only a request that ends in
+404/405 tries the other methods (to fill Allow).
 
 dispatch(request) always returns a Response: HTTPError and anything registered in the
 ErrorMap become their status with a JSON body; any other exception is a bug in a handler,
@@ -57,7 +58,8 @@ _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?}")
 class Route:
     """One (method, pattern) -> handler binding. ``call`` is the middleware-wrapped handler."""
 
-    __slots__ = ("method", "pattern", "handler", "call", "owner", "name", "static", "prefix", "_regex", "_convert")
+    __slots__ = ("method", "pattern", "handler", "call", "owner", "name", "static", "names",
+                 "source", "_regex", "_convert")
 
     def __init__(self, method, pattern, handler, middleware=(), owner=None, name=None):
         self.method = method
@@ -71,8 +73,7 @@ class Route:
         for mw in reversed(tuple(middleware)):
             call = mw(call)
         self.call = call
-        self.static, self._regex, self._convert = _compile(pattern)
-        self.prefix = None if self.static else _literal_prefix(pattern)
+        self.static, self._regex, self._convert, self.names, self.source = _compile(pattern)
 
     def match(self, path):
         """Dict of converted params, or None."""
@@ -92,12 +93,15 @@ class Route:
 
 
 def _compile(pattern):
-    """(is_static, regex, converters) for a pattern; converters only for non-str types."""
+    """(is_static, regex, converters, names, source) for a pattern: converters only for
+    non-str types; names in order; source is the regex with plain (unnamed) groups, one per
+    parameter, for the router's combined expressions."""
     if not pattern.startswith("/"):
         raise RouteError(f"route pattern {pattern!r} must start with '/'")
-    regex, convert, names, pos = [], [], set(), 0
+    regex, plain, convert, names, pos = [], [], [], [], 0
     for m in _PARAM.finditer(pattern):
         _literal(pattern, pattern[pos:m.start()], regex)
+        _literal(pattern, pattern[pos:m.start()], plain)
         name, typ = m.group(1), m.group(2) or "str"
         if typ not in _CONVERTERS:
             raise RouteError(f"unknown parameter type {typ!r} in {pattern!r} (known: {', '.join(_CONVERTERS)})")
@@ -105,25 +109,59 @@ def _compile(pattern):
             raise RouteError(f"parameter {name!r} appears twice in {pattern!r}")
         if typ == "path" and m.end() != len(pattern):
             raise RouteError(f"a path parameter must come last in {pattern!r}")
-        names.add(name)
+        names.append(name)
         expr, conv = _CONVERTERS[typ]
         regex.append(f"(?P<{name}>{expr})")
+        plain.append(f"({expr})")
         if conv is not str:
             convert.append((name, conv))
         pos = m.end()
     _literal(pattern, pattern[pos:], regex)
+    _literal(pattern, pattern[pos:], plain)
     if not names:
-        return True, None, ()
-    return False, re.compile("".join(regex)), tuple(convert)
+        return True, None, (), (), None
+    return False, re.compile("".join(regex)), tuple(convert), tuple(names), "".join(plain)
 
 
-def _literal_prefix(pattern):
-    """The leading whole literal segments of a parameterised pattern, with their slashes:
-    "/a/b/" for "/a/b/{x}/c", "/" when the first segment holds a parameter. A path the
-    pattern matches starts with it (a parameter never matches across the "/" that ends a
-    literal segment before it)."""
-    end = pattern.rfind("/", 0, pattern.index("{") + 1)
-    return pattern[: end + 1]
+class _Matcher:
+    """The parameterised routes of one method (and ``*``), in insertion order, as one
+    regex: alternative i is route i's pattern in a group of its own. A group closes after
+    the groups inside it, so ``lastindex`` is the outer group of the route that matched."""
+
+    __slots__ = ("routes", "_regex", "_table")
+
+    def __init__(self, routes):
+        self.routes = routes
+        sources, table, group = [], {}, 1
+        for route in routes:
+            sources.append(f"({route.source})")
+            table[group] = (route, group, group + 1 + len(route.names))
+            group += 1 + len(route.names)
+        self._regex = re.compile("|".join(sources)) if routes else None
+        self._table = table
+
+    def match(self, path):
+        """(route, params) of the first route that matches path, or None."""
+        if self._regex is None:
+            return None
+        m = self._regex.fullmatch(path)
+        if m is None:
+            return None
+        route, first, end = self._table[m.lastindex]
+        params = dict(zip(route.names, m.groups()[first:end - 1]))
+        for name, conv in route._convert:
+            try:
+                params[name] = conv(params[name])
+            except ValueError:  # the regex let it through, the converter did not
+                return self._slow(path)
+        return route, params
+
+    def _slow(self, path):
+        for route in self.routes:
+            params = route.match(path)
+            if params is not None:
+                return route, params
+        return None
 
 
 def _literal(pattern, text, out):
@@ -141,8 +179,7 @@ class Router:
         self._static = {}   # path -> {method: Route}
         self._dynamic = []  # [(Route)], in insertion order; first match wins per method
         self._routes = []
-        self._prefixes = {"/"}  # every literal prefix of a dynamic route, and their parents
-        self._candidates = {}   # (method, prefix) -> routes to try, in order; see resolve()
+        self._matchers = {}     # method -> _Matcher of its dynamic routes; see resolve()
 
     # -- building the table -------------------------------------------------------
     def use(self, middleware):
@@ -229,42 +266,14 @@ class Router:
             self._reindex()
 
     def _reindex(self):
-        prefixes = {"/"}
-        for route in self._dynamic:
-            p = route.prefix
-            while p != "/":
-                prefixes.add(p)
-                p = p[: p.rfind("/", 0, -1) + 1]
-        self._prefixes = prefixes
-        self._candidates = {}
+        self._matchers = {}
 
-    def _deepest_prefix(self, path):
-        """The longest known literal prefix that path starts with ("/" at least)."""
-        prefixes = self._prefixes
-        key = "/"
-        pos = 1
-        while True:
-            end = path.find("/", pos)
-            if end < 0:
-                return key
-            probe = path[: end + 1]
-            if probe not in prefixes:
-                return key
-            key = probe
-            pos = end + 1
-
-    def _candidates_for(self, method, key):
-        """Dynamic routes for method (None: every method) whose prefix path may start with,
-        given that key is the deepest known prefix it starts with: those whose prefix is key
-        or one of its parents. In insertion order. Cached (both arguments are bounded: key
-        by the route table, method by the parser's method list)."""
-        cache_key = (method, key)
-        found = self._candidates.get(cache_key)
+    def _matcher(self, method):
+        found = self._matchers.get(method)
         if found is None:
-            found = tuple(r for r in self._dynamic
-                          if key.startswith(r.prefix) and (method is None or r.method == method or r.method == ANY))
-            if len(self._candidates) < 4096:
-                self._candidates[cache_key] = found
+            found = _Matcher(tuple(r for r in self._dynamic if r.method == method or r.method == ANY))
+            if len(self._matchers) < 64:  # the parser's method list bounds it; a cap anyway
+                self._matchers[method] = found
         return found
 
     # -- lookup and dispatch ----------------------------------------------------------
@@ -278,22 +287,16 @@ class Router:
             if route is not None:
                 return route, NO_PARAMS
         if self._dynamic:
-            key = self._deepest_prefix(path)
-            for route in self._candidates_for(method, key):
-                params = route.match(path)
-                if params is not None:
-                    return route, params
-            if method == "HEAD":  # no HEAD or * route: the first GET route that matches
-                for route in self._candidates_for("GET", key):
-                    params = route.match(path)
-                    if params is not None:
-                        return route, params
+            found = self._matcher(method).match(path)
+            if found is None and method == "HEAD":  # no HEAD or * route: the first GET route
+                found = self._matcher("GET").match(path)
+            if found is not None:
+                return found
         # 404 or 405: which methods would have matched (the slow path, every method)
         allowed = set(by_method) if by_method else set()
-        if self._dynamic:
-            for route in self._candidates_for(None, key):
-                if route.method not in allowed and route.match(path) is not None:
-                    allowed.add(route.method)
+        for other in {r.method for r in self._dynamic} - allowed:
+            if other != ANY and self._matcher(other).match(path) is not None:
+                allowed.add(other)
         if allowed:
             if "GET" in allowed:
                 allowed.add("HEAD")
