@@ -86,6 +86,13 @@ class LazyHeap:
             heapq.heapify(self.heap)
             self.live = len(self.heap)
 
+    def extend(self, entries):
+        """Add many entries at once: one heapify instead of a push each (recovery)."""
+        heap = self.heap
+        heap.extend(entries)
+        heapq.heapify(heap)
+        self.live += len(entries)
+
     def top(self):
         heap = self.heap
         valid = self.valid
@@ -144,6 +151,15 @@ class ReadyHeap:
             else:
                 ready.dead()
         return None
+
+    def load(self, tasks):
+        """Index many new READY tasks at once (recovery); schedules nothing."""
+        entries = []
+        append = entries.append
+        for task in tasks:
+            task._entry = entry = (task.pri, task.id, task)
+            append(entry)
+        self.ready.extend(entries)
 
     def candidate(self):
         heap = self.ready.heap
@@ -341,6 +357,14 @@ class Deadlines:
             return at
         return None
 
+    def load(self, tasks):
+        """Schedule the ttl of many new READY tasks at once; returns the earliest or None."""
+        ttl = [(task.expires_at, task.id, task) for task in tasks if task.expires_at is not None]
+        if not ttl:
+            return None
+        self.ttl.extend(ttl)
+        return min(entry[0] for entry in ttl)
+
     def due(self, now):
         out = []
         self.delay.pop_due(now, out, "delay")
@@ -400,6 +424,20 @@ class Driver:
 
     def candidate(self):
         return self._ready.candidate()
+
+    def load(self, tasks):
+        """Index many new READY tasks at once (a snapshot's restore); returns the earliest
+        deadline scheduled, or None. Same result as changed(task, None) for each."""
+        ready_load = getattr(self._ready, "load", None)
+        if ready_load is None:
+            at = None
+            for task in tasks:
+                t = self.changed(task, None)
+                if t is not None and (at is None or t < at):
+                    at = t
+            return at
+        ready_load(tasks)
+        return self._deadlines.load(tasks) if self._deadlines is not None else None
 
     def due(self, now):
         if self._deadlines is None:
