@@ -33,6 +33,7 @@ from time import monotonic
 
 import gevent
 import gevent.lock
+import gevent.socket
 from gevent.hub import get_hub
 from greenlet import getcurrent
 
@@ -89,14 +90,18 @@ class Stream:
         sock.settimeout(read_timeout)  # gevent's own paths (a write that fills the buffer) use it
         raw = getattr(sock, "_sock", None)
         event = getattr(sock, "_read_event", None)
-        if raw is None or event is None or raw.gettimeout() != 0.0:
-            raw = event = None  # not a gevent socket: plain (blocking) calls
+        if type(sock) is not gevent.socket.socket or raw is None or event is None \
+                or raw.gettimeout() != 0.0:
+            # Not a plain gevent socket (TLS among others: its _sock is the TCP socket
+            # under the encryption): the socket's own calls, never the raw fast path.
+            raw = event = None
         self._raw = raw
         self._read_event = event
         self._drained = False  # the last recv emptied the kernel queue: wait before the next
         self._waiter = None  # the fiber waiting for readability, if any
         self._deadline = 0.0
         self._timer = None
+        self._due = 0.0  # when the armed timer fires
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -153,8 +158,14 @@ class Stream:
     def _wait_readable(self):
         timeout = self.read_timeout
         if timeout is not None:
-            self._deadline = monotonic() + timeout
-            if self._timer is None:
+            self._deadline = deadline = monotonic() + timeout
+            timer = self._timer
+            if timer is None:
+                self._arm(timeout)
+            elif deadline < self._due:  # read_timeout was shortened: the timer is too late
+                self._timer = None
+                timer.stop()
+                timer.close()
                 self._arm(timeout)
         self._waiter = getcurrent()
         try:
@@ -165,7 +176,9 @@ class Stream:
             self._waiter = None
 
     def _arm(self, delay):
-        timer = get_hub().loop.timer(max(delay, 0.0))
+        delay = max(delay, 0.0)
+        self._due = monotonic() + delay
+        timer = get_hub().loop.timer(delay)
         timer.ref = False  # a stream waiting for data is kept alive by its io watcher
         self._timer = timer
         timer.start(self._on_timer)

@@ -153,3 +153,60 @@ def test_a_refused_numeric_connect_is_typed():
     s.close()
     with pytest.raises(net.ConnectFailed):
         net.connect("127.0.0.1", port, connect_timeout=1)
+
+
+def test_a_shortened_read_timeout_rearms_the_timer_for_the_earlier_deadline(pair, monkeypatch):
+    stream, peer = pair
+    now = [1000.0]
+    monkeypatch.setattr(net, "monotonic", lambda: now[0])
+    peer.sendall(b"one\n")
+    stream._drained = True
+    assert stream.read_line() == b"one"  # a wait with read_timeout 30: timer due at 1030
+    assert stream._due == 1030.0
+    stream.read_timeout = 0.5
+    now[0] = 1001.0
+    reader = gevent.spawn(stream.read_line)
+    wait_for(lambda: stream._waiter is not None, what="the reader to wait")
+    assert stream._deadline == 1001.5
+    assert stream._due == 1001.5  # not left at 1030: the old timer was replaced
+    now[0] = 1001.5
+    fire(stream)
+    with pytest.raises(NetTimeout):
+        reader.get(timeout=2)
+
+
+def test_a_tls_socket_keeps_its_encryption(tmp_path):
+    """A gevent SSLSocket also has _sock and _read_event; the raw fast path would send the
+    plaintext on the TCP socket under it. Stream must use the TLS socket's own calls."""
+    import ssl
+    import subprocess
+
+    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(crt), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(crt), str(key))
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            line = tls.recv(100)
+            tls.sendall(b"pong\n")
+            return line
+
+    server = gevent.spawn(serve)
+    tls = client_ctx.wrap_socket(socket.create_connection(listener.getsockname()),
+                                 server_hostname="localhost")
+    with Stream(tls, read_timeout=5) as stream:
+        assert stream._raw is None
+        stream.write_line(b"ping")
+        assert server.get(timeout=5) == b"ping\n"
+        assert stream.read_line() == b"pong"
+    listener.close()
