@@ -14,6 +14,7 @@ import orjson
 from queues.persist import snapshot as snapfile
 from queues.persist.disk import Disk
 from queues.persist.errors import SnapshotCorrupt, WalCorrupt
+from queues.persist.recovery import last_holding
 from queues.persist.segment import SUFFIX as WAL_SUFFIX
 from queues.persist.segment import SegmentReader, list_files
 from queues.persist.timeconv import to_wall
@@ -64,8 +65,12 @@ def cat(path, from_lsn, to_lsn, tube):
     paths, _bad = _segments_of(path)
     disk = Disk()
     out = sys.stdout.buffer
+    last = last_holding(paths)  # a torn tail is torn there; the segments after it are empty
     for i, seg in enumerate(paths):
-        reader = SegmentReader(seg, disk.read_file(seg), newest=i == len(paths) - 1)
+        if i > last:
+            click.echo(f"warning: {seg}: holds no record (start-up removes such a segment)", err=True)
+            continue
+        reader = SegmentReader(seg, disk.read_file(seg), newest=i == last)
         try:
             for offset, lsn, wall_offset, op in reader:
                 if from_lsn is not None and lsn < from_lsn:
@@ -91,7 +96,8 @@ def verify(data_dir):
     """Check every checksum in DATA_DIR's WAL segments and snapshots; exit 1 on damage.
 
     Prints one line per file (records, LSN range, status) and a summary. A torn tail of
-    the newest segment is reported but is not damage (start-up cuts it off).
+    the newest segment holding records is reported but is not damage (start-up cuts it
+    off), nor are segments after it that hold no record (start-up removes them).
     """
     wal_dir = os.path.join(data_dir, "wal") if os.path.isdir(os.path.join(data_dir, "wal")) else data_dir
     snap_dir = os.path.join(data_dir, "snap")
@@ -102,9 +108,13 @@ def verify(data_dir):
         click.echo(f"{path}: BAD NAME")
         problems += 1
     prev_last = None
+    last = last_holding([path for _first, path in segments])
     for i, (first, path) in enumerate(segments):
+        if i > last:
+            click.echo(f"{path}: 0 records: holds no record (start-up removes such a segment)")
+            continue
         damages = []
-        reader = SegmentReader(path, disk.read_file(path), newest=i == len(segments) - 1,
+        reader = SegmentReader(path, disk.read_file(path), newest=i == last,
                                force=True, on_skip=damages.append)
         count, lo, hi, order_ok = 0, None, None, True
         for _offset, lsn, _wo, _op in reader:

@@ -10,7 +10,9 @@ Fall-backs and refusals:
 - LSNs must follow each other: a hole (a missing segment, or a snapshot fallback whose
   WAL was removed) raises WalGap naming where it is;
 - a damaged record raises WalCorrupt(file, offset) - except a torn tail of the newest
-  segment, which is cut off with a warning;
+  segment holding records, which is cut off with a warning;
+- segments after the last one holding a record hold nothing (the crash came while they
+  were being started: a file header, a cut one, or none, then zeros): they are removed;
 - with force=True holes and damaged records are logged one by one and skipped.
 """
 import gc
@@ -23,8 +25,8 @@ import gevent
 
 from . import snapshot as snapfile
 from .errors import RecoveryError, SnapshotCorrupt, WalCorrupt, WalGap
+from .segment import FILE_HEADER, SegmentReader, list_files
 from .segment import SUFFIX as WAL_SUFFIX
-from .segment import SegmentReader, list_files
 from .timeconv import shift, wall_offset
 
 log = logging.getLogger("fiberapp.persist")
@@ -35,6 +37,43 @@ YIELD_EVERY = 10_000
 # jitters by microseconds; NTP slews by milliseconds over hours): deadlines are restored
 # to the millisecond, and a restart on the same boot skips the rewrite of every record.
 CLOCK_EPSILON = 0.001
+_CHUNK = 1 << 20
+
+
+def holds_no_record(path):
+    """True when the segment file at path holds no record: the file header (or a
+    beginning of it, or nothing) followed by zeros only. A segment is started (created,
+    space reserved, header written) before the records of the previous one are all
+    written - in fsync mode they may still be pending - so after a crash the previous
+    segment can end in a torn record while this one holds nothing yet.
+
+    Reads only up to the first byte that says otherwise (a segment holding records says
+    so at its first record). A file that cannot be read counts as holding something:
+    replay then reads it and reports the error.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(FILE_HEADER))
+            if not FILE_HEADER.startswith(head.rstrip(b"\0")):
+                return False
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    return True
+                if chunk.count(0) != len(chunk):
+                    return False
+    except OSError:
+        return False
+
+
+def last_holding(paths):
+    """Index in paths (segment files, oldest first) of the last one that holds a record,
+    or -1. Every segment up to it is read as usual; a torn tail counts as torn (cut off,
+    never acknowledged) in it - the newest segment that holds records - and in no older one."""
+    for i in range(len(paths) - 1, -1, -1):
+        if not holds_no_record(paths[i]):
+            return i
+    return -1
 
 
 @dataclass
@@ -44,6 +83,7 @@ class RecoveryResult:
     last_lsn: int = 0
     records: int = 0
     torn: list = field(default_factory=list)
+    empty: list = field(default_factory=list)  # segments past the last record: removed
     skipped: list = field(default_factory=list)
     fallbacks: list = field(default_factory=list)
     seconds: float = 0.0
@@ -130,6 +170,13 @@ class Recovery:
         segments, bad = list_files(self.wal_dir, WAL_SUFFIX)
         for path in bad:
             self._damage(RecoveryError(f"{path}: not a WAL segment name this server writes"))
+        # Segments after the last one holding a record are not replayed but removed once
+        # recovery succeeded: left on disk, such a segment's name (an LSN above the
+        # recovered ones) would later tell garbage collection, which takes a segment's end
+        # from the next file's name, that the segment before it ends there.
+        last = last_holding([path for _first, path in segments])
+        self.result.empty = [path for _first, path in segments[last + 1:]]
+        segments = segments[:last + 1]
         # Start at the last segment that begins at or before the first needed LSN.
         need = self.result.snapshot_lsn + 1
         start = 0
@@ -148,7 +195,7 @@ class Recovery:
         seen_offset, delta = None, 0
         try:
             for i, (first, path) in enumerate(segments):
-                newest = i == len(segments) - 1
+                newest = i == len(segments) - 1  # the newest holding a record (see _segments)
                 try:
                     data = self.disk.read_file(path)
                 except OSError as exc:
@@ -202,11 +249,13 @@ class Recovery:
             result.last_lsn = result.snapshot_lsn
 
     def _cut_torn_tail(self):
+        unlinked = False
         for damage, end in self.result.torn:
             self.log.warning("%s: torn last record at offset %d (%s): cut off",
                              damage.path, damage.offset, damage.reason)
             if end == 0:  # not even the file header made it: the file holds nothing
                 self.disk.unlink(damage.path)
+                unlinked = True
                 continue
             fd = self.disk.open(damage.path, os.O_RDWR)
             try:
@@ -214,6 +263,12 @@ class Recovery:
                 self.disk.fsync(fd)
             finally:
                 self.disk.close(fd)
+        for path in self.result.empty:
+            self.log.warning("%s: holds no record (a segment started, never written to): removed", path)
+            self.disk.unlink(path)
+            unlinked = True
+        if unlinked:
+            self.disk.fsync_dir(self.wal_dir)
 
     def _skipped(self, damage):
         self.log.error("force recovery: skipping damaged WAL data in %s at offset %d: %s",
