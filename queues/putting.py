@@ -31,24 +31,29 @@ class PutMixin:
             ttl = self._def_ttl
             if utube is None:
                 utube = self._def_utube
-            if not store._journaled:
-                # No journal: no op to build, straight to the transition apply would make.
-                task = store._put_task(self, Task(
-                    store._next_id, self.name, READY, data, self._def_pri, ttl, self._def_ttr,
-                    None, utube, None, now, None, None if ttl is None else now + ttl, store.clock))
-                if self._waiters:
-                    store._notify(self, 1)
-                if self._hooks:
-                    self._fire(task, "put")
-                return task
-            rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
-                   "created_at": now}
-            if self._def_fields is not None:
-                rec.update(self._def_fields)
-                if ttl is not None:
-                    rec["expires_at"] = now + ttl
-            if utube:
-                rec["utube"] = utube
+            token = None
+            if store._journaled:
+                rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
+                       "created_at": now}
+                if self._def_fields is not None:
+                    rec.update(self._def_fields)
+                    if ttl is not None:
+                        rec["expires_at"] = now + ttl
+                if utube:
+                    rec["utube"] = utube
+                token = store._log(rec)  # may raise (WAL full, I/O): then nothing is applied
+            # Straight to the transition _apply_put(rec) would make (replay builds the same
+            # task from rec through _new_task): no op dict to read back, no tube lookup.
+            task = store._put_task(self, Task(
+                store._next_id, self.name, READY, data, self._def_pri, ttl, self._def_ttr,
+                None, utube, None, now, None, None if ttl is None else now + ttl, store.clock))
+            if self._waiters:
+                store._notify(self, 1)
+            if self._hooks:
+                self._fire(task, "put")
+            if token is not None:
+                store._journal_wait(token)
+            return task
         else:
             rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
             if key is not None:
