@@ -338,7 +338,9 @@ class Connection:
         raise (that would abort the parse of everything pipelined behind it).
         """
         meth = _METHODS.get(method) or method.decode("latin-1")
-        if url.startswith(b"/") and url.isascii() and b"%" not in url:
+        # url.find, not `b"%" not in url`: bytes.__contains__ first tries its argument as an
+        # int, and the TypeError it raises and clears costs ~2,000 instructions per request.
+        if url.startswith(b"/") and url.isascii() and url.find(b"%") < 0:
             # The common case: decode once, split the str.
             path, _, query = url.decode("ascii").partition("?")
         else:
