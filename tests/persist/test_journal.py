@@ -3,6 +3,7 @@ import errno
 import os
 
 import gevent
+import gevent.event
 import pytest
 
 from fiberapp.runtime.clock import FakeClock
@@ -233,3 +234,51 @@ def test_write_mode_a_record_larger_than_the_reservation_chunk_and_the_segment(t
     assert [(lsn, op["op"]) for lsn, op in read_all(str(tmp_path))] == [(1, "a"), (2, "big"), (3, "c")]
     assert read_all(str(tmp_path))[1][1]["data"] == big
     assert len(list_files(str(tmp_path), ".wal")[0]) == 2
+
+
+def test_fsync_mode_a_fiber_interrupted_while_parked_is_never_switched_into_later(tmp_path):
+    """wait() parks the fiber itself in the hub: one interrupted there (a kill, a Timeout)
+    must leave the batch's list, or the batch's completion would switch into it wherever it
+    is parked by then."""
+
+    class Interrupt(Exception):
+        pass
+
+    j = Journal(str(tmp_path), "fsync", FakeClock())
+    elsewhere = gevent.event.AsyncResult()
+
+    def interrupted():
+        token = j.log({"op": "a"})
+        try:
+            j.wait(token)
+        except Interrupt:
+            return ("parked elsewhere", elsewhere.get())
+        return ("not interrupted", None)
+
+    fiber = gevent.spawn(interrupted)
+    gevent.sleep(0)  # it logged and parked in wait(); its batch is not submitted yet
+    assert fiber in j._waiters
+    fiber.kill(Interrupt, block=False)  # thrown in after the batch has gone to the thread
+    j.wait(j.log({"op": "b"}))  # the first batch completed, then this one
+    assert not fiber.dead  # still parked on `elsewhere`, not woken by the journal
+    elsewhere.set("its own wake-up")
+    assert fiber.get(timeout=10) == ("parked elsewhere", "its own wake-up")
+    j.close()
+    assert read_all(str(tmp_path)) == [(1, {"op": "a"}), (2, {"op": "b"})]
+
+
+def test_fsync_mode_wait_in_the_hub_is_refused(tmp_path):
+    j = Journal(str(tmp_path), "fsync", FakeClock())
+    token = j.log({"op": "a"})
+    result = gevent.event.AsyncResult()
+
+    def in_hub():
+        try:
+            j.wait(token)
+        except RuntimeError as exc:
+            result.set(str(exc))
+
+    gevent.get_hub().loop.run_callback(in_hub)
+    assert "hub" in result.get(timeout=10)
+    j.wait(token)
+    j.close()
