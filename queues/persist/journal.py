@@ -509,7 +509,11 @@ class Journal:
         fibers split into two alternating batches (twice the fdatasyncs and hand-offs),
         and the thread cannot start while the loop is busy - it needs the GIL to start
         the pwrite and again after each call, and gevent runs ready callbacks for up to
-        sys.getswitchinterval() (5 ms) before it polls or lets the GIL go.
+        sys.getswitchinterval() (5 ms) before it polls or lets the GIL go. Neither a
+        shorter switch interval, nor halves with sched_yield(), nor a child process that
+        fdatasyncs without our GIL made the overlap pay on one core: the second batch's
+        flight stretches until the loop idles, and each extra fdatasync costs ~160 us
+        (bench/RESULTS.md, persist, perf pass 3).
         The loop never blocks: the thread does the pwrite and the fdatasync.
         """
         self._scheduled = False
