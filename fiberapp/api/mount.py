@@ -1,5 +1,7 @@
 """install(): put the API's routes on a router, wrapped once each with auth and error
 mapping, and start the API's two small fibers (session reaper, loop-lag probe)."""
+import inspect
+
 import orjson
 from prometheus_client import CollectorRegistry
 
@@ -74,6 +76,34 @@ def _wrap(api, spec):
         handler = spec.handler
         auth = spec.auth
     token = api.token if auth and api.token.enabled else None
+    names = _positional(spec, handler)
+    if names is not None and len(names) <= 2:
+        # The path's parameters passed positionally (in the path's order, which is the
+        # handler's, checked by _positional): `**request.params` builds a dict of keyword
+        # arguments on every request, ~1,000-3,000 instructions.
+        first, second = (names + (None, None))[:2]
+
+        def call(request):
+            try:
+                if token is not None:
+                    token.check(request.headers.get("authorization"))
+                if first is None:
+                    return handler(api, request)
+                params = request.params
+                if second is None:
+                    return handler(api, request, params[first])
+                return handler(api, request, params[first], params[second])
+            except HTTPError as exc:  # e.g. a query string that is not UTF-8
+                return error_response(exc.status, exc.code, exc.message, list(exc.headers) or ())
+            except Exception as exc:
+                mapped = status_and_code(exc)
+                if mapped is None:
+                    raise  # a bug in fiberapp: the server logs it and answers 500
+                return error_response(*mapped, getattr(exc, "headers", None) or ())
+
+        call.__name__ = getattr(handler, "__name__", "api")
+        call.__doc__ = getattr(handler, "__doc__", None)
+        return call
 
     def call(request):
         try:
@@ -91,6 +121,28 @@ def _wrap(api, spec):
     call.__name__ = getattr(handler, "__name__", "api")
     call.__doc__ = getattr(handler, "__doc__", None)
     return call
+
+
+def _positional(spec, handler):
+    """The route's parameter names if ``handler`` takes them positionally, right after
+    (api, request) and in the path's order, with nothing else required; else None (the
+    wrapper then passes them as keywords)."""
+    if spec is None:
+        return None
+    names = Route(spec.method, spec.path, handler).names
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if len(params) < 2 + len(names):
+        return None
+    for param, name in zip(params[2:], names):
+        if param.name != name or param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return None
+    for param in params[2 + len(names):]:
+        if param.default is param.empty and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            return None
+    return tuple(names)
 
 
 def _no_route(api, request, rest):
