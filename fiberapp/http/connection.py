@@ -280,7 +280,10 @@ class Connection:
         server = self.server
         date_line = server.date_line
         app = server.app
-        plain = server.metrics is None and server.access_log is None
+        metrics = server.metrics
+        plain = metrics is None and server.access_log is None
+        counted = metrics is not None and server.access_log is None  # _handle, written out
+        monotonic = server.monotonic
         out = []
         keep = True
         self._deadline = None  # handlers may take as long as they like
@@ -296,6 +299,18 @@ class Connection:
                         except Exception:
                             log.exception("application raised for %s %s", request.method, request.path)
                             resp = _INTERNAL
+                    elif counted:
+                        t0 = monotonic()
+                        try:
+                            resp = app(request)
+                        except ClientDisconnected:
+                            raise
+                        except Exception:
+                            log.exception("application raised for %s %s", request.method, request.path)
+                            resp = _INTERNAL
+                        route = request.route
+                        metrics.observe("<unmatched>" if route is None else route.name, request.method,
+                                        resp.status, monotonic() - t0)
                     else:
                         resp = self._handle(request)
                     # server.stopping read after the handler: a stop may begin while it runs
