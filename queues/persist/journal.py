@@ -101,7 +101,7 @@ class _Group:
 class _Batch:
     """One write + fdatasync in the WAL thread, and the fibers waiting for it."""
 
-    __slots__ = ("groups", "last_lsn", "waiters", "opened_at", "timer")
+    __slots__ = ("groups", "last_lsn", "waiters", "opened_at", "timer", "expired")
 
     def __init__(self, groups, waiters, opened_at):
         self.groups = groups
@@ -109,6 +109,7 @@ class _Batch:
         self.waiters = waiters  # parked fibers (greenlets), switched with None or an exception
         self.opened_at = opened_at  # when its first record was logged
         self.timer = None
+        self.expired = False  # commit_timeout passed with the batch still in the thread
 
 
 class Journal:
@@ -518,6 +519,8 @@ class Journal:
         """
         self._scheduled = False
         if self._inflight is not None or not self._pending or self._broken is not None:
+            if self._thread is None:  # closed: a fiber that waits now waits for nothing
+                self._closed_waiters()
             return
         groups, self._pending = self._pending, []
         waiters, self._waiters = self._waiters, []
@@ -559,8 +562,12 @@ class Journal:
                 self._hub.loop.run_callback(self._submit)
         for waiter in waiters:
             waiter.switch(error)
+        if self._thread is None:  # close() gave up on this batch: the files close now
+            self._closed_waiters()
+            self._close_files()
 
     def _timed_out(self, batch):
+        batch.expired = True
         waiters, batch.waiters = batch.waiters, []
         error = WalError(f"WAL commit did not complete within {self.commit_timeout} s")
         for waiter in waiters:
@@ -620,42 +627,94 @@ class Journal:
     # -- lifecycle ----------------------------------------------------------------
 
     def sync(self):
-        """Write and fsync everything logged so far (cooperative; used by close)."""
+        """Write and fsync everything logged so far (cooperative; used by close).
+
+        Raises WalError when a batch is still in the WAL thread after commit_timeout."""
         if self.mode == "none" or self._broken is not None:
             return
-        if self._pending or self._inflight is not None:
-            self.wait(self.lsn)
+        if self._fsync and not self._drain():
+            raise WalError(f"WAL sync: a batch was still being written after {self.commit_timeout} s")
         seg = self._seg
         if seg is not None and seg.fd is not None and self._broken is None:
             gevent.get_hub().threadpool.apply(self.disk.fdatasync, (seg.fd,))
 
+    def _drain(self):
+        """Wait (cooperatively) until no record is pending, scheduled or in flight.
+
+        Returns False when a batch is still in the WAL thread after commit_timeout (the
+        disk hangs): that batch cannot be waited for any longer. A failed batch ends
+        the wait too (the journal is broken; its callers got WalIOError)."""
+        if self._repairing is not None:  # it writes through the segments' files
+            self._repairing.join()
+        while self._broken is None and (self._inflight is not None or self._committed_lsn < self.lsn):
+            batch = self._inflight
+            if batch is not None and batch.expired:
+                return False
+            # The batch in flight first: its waiters get commit_timeout (pending ones do not).
+            try:
+                self.wait(batch.last_lsn if batch is not None else self.lsn)
+            except WalError:
+                if batch is not None and self._inflight is batch:
+                    return False
+        return True
+
     def close(self):
+        """Refuse new records, write and fsync those logged so far, then stop the WAL
+        thread and close the files (cooperative: the caller yields while it waits).
+
+        From the first line on, log() raises WalClosed (the operation is not applied), so
+        a fiber cannot slip a record in while close() waits. Records logged before are
+        all written and fsynced (pending, scheduled and in-flight batches) before the
+        thread stops and the files close. Should a batch still be in the WAL thread
+        after commit_timeout (a hung disk), close() stops waiting and raises WalError:
+        the records logged after that batch are not written (their callers get
+        WalClosed), the thread stops after it and its files are closed when it completes
+        - never under the thread.
+        """
         if self._closed:
             return
+        self._closed = True  # log() refuses from here on (WalClosed)
+        self._direct = False  # write mode: log() takes the general path, which raises
         try:
             self.sync()
         finally:
-            self._closed = True
-            self._direct = False  # log() takes the general path, which raises WalClosed
-            if self._thread is not None:
-                self._thread.close()
-                self._thread = None
-            seg, self._seg = self._seg, None
-            if seg is not None and seg.map is not None:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                thread.close()  # after its job, if one runs: that job's result still comes back
+            if self._pending or self._waiters:  # given up on (or interrupted): never written
+                self._failed = self._failed + self._pending  # (and so the file is not trimmed)
+                self._pending = []
+                if self._waiters:
+                    self._hub.loop.run_callback(self._closed_waiters)
+            if self._inflight is None:
+                self._close_files()
+            # else: _flushed closes the files once the thread is done with the batch
+
+    def _closed_waiters(self):
+        """In the hub (parked fibers are switched from there): the fibers waiting for
+        records that will not be written, the journal being closed, get WalClosed."""
+        waiters, self._waiters = self._waiters, []
+        error = WalClosed("the WAL was closed before this record was written")
+        for waiter in waiters:
+            waiter.switch(error)
+
+    def _close_files(self):
+        seg, self._seg = self._seg, None
+        if seg is not None and seg.map is not None:
+            seg.map.close()
+            seg.map = None
+        if seg is not None and not self._pending and not self._failed:
+            self._finalize_now(seg)
+        elif seg is not None and seg.fd is not None:
+            self.disk.close(seg.fd)
+            seg.fd = None
+        for seg in self._sealed:
+            if seg.map is not None:
                 seg.map.close()
                 seg.map = None
-            if seg is not None and not self._pending and not self._failed:
-                self._finalize_now(seg)
-            elif seg is not None and seg.fd is not None:
+            if seg.fd is not None:
                 self.disk.close(seg.fd)
                 seg.fd = None
-            for seg in self._sealed:
-                if seg.map is not None:
-                    seg.map.close()
-                    seg.map = None
-                if seg.fd is not None:
-                    self.disk.close(seg.fd)
-                    seg.fd = None
 
     # -- figures --------------------------------------------------------------------
 

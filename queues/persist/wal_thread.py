@@ -9,7 +9,8 @@ bench/RESULTS.md (persist section).
 
 Contract: submit(fn, args) from the loop's thread, only while no job is running;
 on_done(ok, value) is called in the hub when the job finished (ok False: value is the
-exception). close() stops the thread after the running job, if any.
+exception). close() stops the thread after the running job, if any (its result is
+still delivered).
 """
 from gevent import monkey
 
@@ -45,14 +46,16 @@ class WalThread:
         go, job_done = self._go, self._async.send
         while True:
             go.acquire()
-            if self._stopping:
+            job = self._job  # None: woken by close() while idle
+            if job is not None:
+                fn, args = job
+                try:
+                    self._result = (True, fn(*args))
+                except BaseException as exc:  # handed to the loop, which decides
+                    self._result = (False, exc)
+                job_done()
+            if self._stopping:  # set by close(), before or while the job ran: it still ran
                 return
-            fn, args = self._job
-            try:
-                self._result = (True, fn(*args))
-            except BaseException as exc:  # handed to the loop, which decides
-                self._result = (False, exc)
-            job_done()
 
     def _finished(self):  # the hub
         result, self._result = self._result, None
@@ -61,16 +64,31 @@ class WalThread:
         self._job = None
         self.busy = False
         self._async.ref = False
+        if self._stopping:  # the job close() let finish
+            # The thread sent this result, then returned or went back to acquire() (if it
+            # looked at _stopping before close() set it); the lock is held either way
+            # (taken for the job): releasing it wakes the thread, which finds no job and
+            # returns. The watcher is not used again (closed by the garbage collector,
+            # not inside its own callback).
+            self._go.release()
+            self._async.stop()
         self._on_done(*result)
 
     def close(self):
-        """Stop the thread after its job, if one runs (the loop does not wait for it)."""
+        """Stop the thread after its job, if one runs; that job's result still reaches
+        on_done (the loop does not wait for it). Safe at any moment, also right after
+        submit(), before the thread has taken the job."""
         if self._stopping:
             return
         self._stopping = True
-        self._go.release()  # the thread sees _stopping at its next acquire
+        if self.busy:
+            # The job was handed over (the lock released once for it): the thread runs
+            # it, sends its result and then sees _stopping. Releasing the lock here
+            # could release it unlocked (RuntimeError) in the instant before the thread
+            # takes it. The watcher stays started so that the result comes back.
+            return
+        # Idle: the thread holds the lock from its last job (or it was never released)
+        # and waits in acquire(); this wakes it and it returns.
+        self._go.release()
         self._async.stop()
-        if not self.busy:
-            self._async.close()
-        # else: the thread still calls send() when its job ends; a stopped watcher takes
-        # it harmlessly, a closed one might not, so it is left to the garbage collector.
+        self._async.close()
