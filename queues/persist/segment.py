@@ -6,7 +6,9 @@ that were reserved but never written; a zero tail is a clean end, not damage.
 
 Damage rules (the reader is read-only; recovery decides what to change):
 - a bad record followed by no valid record, in the newest segment, is a torn tail: the
-  crash happened mid-write; it is reported as ``torn`` and recovery cuts it off;
+  crash happened mid-write; it is reported as ``torn`` and recovery cuts it off. The
+  caller says which segment is the newest: recovery and ``wal cat|verify`` pass the newest
+  one holding a record (recovery.last_holding), since later ones may hold none yet;
 - any other bad record (bad magic, checksum mismatch, undecodable operation, or a bad
   tail in an older segment) raises WalCorrupt naming the file and offset, unless
   ``force`` is set, in which case it is reported through ``on_skip`` and the reader
