@@ -67,6 +67,7 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         """Use ``journal`` from now on (recovery replays with none, then attaches the WAL)."""
         self.journal = journal if journal is not None else NullJournal()
         self._log = self.journal.log
+        self._journal_wait = self.journal.wait  # bound once: no frame of ours per operation
         # With the null journal nobody reads the op records, so the hot paths (put, take,
         # ack) skip building them and call the transition (_put_task, _take_task, _ack_task)
         # that apply() would call with the same decisions: ~a quarter of a cycle's cost.
@@ -140,9 +141,6 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
         return got[0] if got else None
 
     # -- the commit path ---------------------------------------------------------------------
-
-    def _journal_wait(self, token):
-        self.journal.wait(token)
 
     def _commit(self, tube, op):
         """Log, apply, notify and wait for one op; returns what apply returned."""
