@@ -67,6 +67,18 @@ def install(router, *, store=None, runtime=None, persistence=None, registry=None
     return api
 
 
+def _error_reply(exc):
+    """The answer to an exception a handler raised (call it from an except clause): an
+    HTTPError as itself, a mapped error as its status and code; anything else is re-raised
+    (a bug in fiberapp: the server logs it and answers 500)."""
+    if isinstance(exc, HTTPError):  # e.g. a query string that is not UTF-8
+        return error_response(exc.status, exc.code, exc.message, list(exc.headers) or ())
+    mapped = status_and_code(exc)
+    if mapped is None:
+        raise exc
+    return error_response(*mapped, getattr(exc, "headers", None) or ())
+
+
 def _wrap(api, spec):
     """The one wrapper per route: auth, then the handler, then error mapping."""
     if spec is None:
@@ -93,13 +105,8 @@ def _wrap(api, spec):
                 if second is None:
                     return handler(api, request, params[first])
                 return handler(api, request, params[first], params[second])
-            except HTTPError as exc:  # e.g. a query string that is not UTF-8
-                return error_response(exc.status, exc.code, exc.message, list(exc.headers) or ())
             except Exception as exc:
-                mapped = status_and_code(exc)
-                if mapped is None:
-                    raise  # a bug in fiberapp: the server logs it and answers 500
-                return error_response(*mapped, getattr(exc, "headers", None) or ())
+                return _error_reply(exc)
 
         call.__name__ = getattr(handler, "__name__", "api")
         call.__doc__ = getattr(handler, "__doc__", None)
@@ -110,13 +117,8 @@ def _wrap(api, spec):
             if token is not None:
                 token.check(request.headers.get("authorization"))
             return handler(api, request, **request.params)
-        except HTTPError as exc:  # e.g. a query string that is not UTF-8
-            return error_response(exc.status, exc.code, exc.message, list(exc.headers) or ())
         except Exception as exc:
-            mapped = status_and_code(exc)
-            if mapped is None:
-                raise  # a bug in fiberapp: the server logs it and answers 500
-            return error_response(*mapped, getattr(exc, "headers", None) or ())
+            return _error_reply(exc)
 
     call.__name__ = getattr(handler, "__name__", "api")
     call.__doc__ = getattr(handler, "__doc__", None)
