@@ -147,7 +147,7 @@ class Connection:
         method = _METHODS.get(p.get_method())
         path = None
         if method is not None and url[:1] == b"/":
-            # The common request, built here (_make_request has the rest): no second
+            # The common request, built here (_target has the rest): no second
             # Python call per request, and one method call on the target (each costs
             # ~900 instructions) where startswith/isascii/find/partition took five.
             # Not `b"%" in url`: bytes.__contains__ first tries its argument as an int,
@@ -163,24 +163,28 @@ class Connection:
                     path, _, query = path.partition("?")
                 else:
                     query = ""
-        if path is not None:
-            rq = _new_object(Request)  # Request.__init__ inlined: the same fields, in order
-            rq.method = method
-            rq.path = path
-            rq.query_string = query
-            rq.raw_headers = self._headers
-            rq.body = body
-            rq.version = version
-            rq.keep_alive = keep_alive
-            rq.remote_addr = self.addr
-            rq.params = NO_PARAMS
-            rq.route = None
-            rq._headers = None
-            rq._query = None
-            rq._conn = self
-            self._ready.append(rq)
-        else:
-            self._ready.append(self._make_request(p.get_method(), url, self._headers, body, version, keep_alive))
+        if path is None:  # anything else: an unknown method, "%", "*", an absolute URL
+            target = self._target(p.get_method(), url)
+            if target.__class__ is not tuple:  # an error Response: answered in its turn
+                self._ready.append(target)
+                self._url = self._headers = self._body = None
+                return
+            method, path, query = target
+        rq = _new_object(Request)  # Request.__init__ inlined: the same fields, in order
+        rq.method = method
+        rq.path = path
+        rq.query_string = query
+        rq.raw_headers = self._headers
+        rq.body = body
+        rq.version = version
+        rq.keep_alive = keep_alive
+        rq.remote_addr = self.addr
+        rq.params = NO_PARAMS
+        rq.route = None
+        rq._headers = None
+        rq._query = None
+        rq._conn = self
+        self._ready.append(rq)
         # Drop our references: an idle keep-alive connection should hold no request data.
         self._url = self._headers = self._body = None
 
@@ -380,8 +384,9 @@ class Connection:
                                    request.path, resp.status, len(resp.body), elapsed * 1000.0)
         return resp
 
-    def _make_request(self, method, url, headers, body, version, keep_alive):
-        """A Request from the parsed pieces, or an error Response if the target is unusable.
+    def _target(self, method, url):
+        """(method, path, query) of a request on_message_complete's common case did not
+        take, or an error Response if the target is unusable.
 
         Called from on_message_complete: it must not yield, and a bad target must not
         raise (that would abort the parse of everything pipelined behind it).
@@ -406,23 +411,7 @@ class Connection:
                 query = raw_query.decode("latin-1")
             except BadRequest as exc:
                 return error_response(400, exc.code, exc.message)
-        # Request.__init__ inlined (same fields, same order): a Python __init__ behind a
-        # class call costs more than the fourteen stores themselves.
-        rq = _new_object(Request)
-        rq.method = meth
-        rq.path = path
-        rq.query_string = query
-        rq.raw_headers = headers
-        rq.body = body
-        rq.version = version
-        rq.keep_alive = keep_alive
-        rq.remote_addr = self.addr
-        rq.params = NO_PARAMS
-        rq.route = None
-        rq._headers = None
-        rq._query = None
-        rq._conn = self
-        return rq
+        return meth, path, query
 
     def _send(self, data):
         # Fast path: a small response fits the socket buffer in one non-blocking send.
