@@ -277,8 +277,13 @@ def _cycles(c, put, take, ack, seconds, loads):
         if t1 > end:
             break
     c.close()
+    return _cycle_summary(times, n, start, t0)
+
+
+def _cycle_summary(times, n, start, end):
+    """(cycles/s, cycles, p50 ms, p99 ms) of a sequential client's cycle times."""
     times.sort()
-    return n / (t0 - start), n, times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
+    return n / (end - start), n, times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
 
 
 def httpclient_cycles(port, seconds):
@@ -337,8 +342,7 @@ def beanstalkd_cycles(port, seconds):
         if t1 > end:
             break
     s.close()
-    times.sort()
-    return n / (t0 - start), n, times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
+    return _cycle_summary(times, n, start, t0)
 
 
 def cycles_in_child(kind, port, seconds, pin):
