@@ -18,7 +18,8 @@ Op kinds (``op["op"]``), fields beside "op":
                   delay, utube, key, ready_at (set when delayed), expires_at (None = never);
                   a missing optional key means its default (None unless said otherwise)
     put_many      tube, tasks: [put fields without "op"/"tube"]
-    take          tube, id, session, taken_at, ttr_at
+    take          tube, id, session, taken_at, and ttr_at when the task has a ttr (missing
+                  = None; records written before this rule carry ttr_at: None)
     ack           tube, id
     delete        tube, id
     bury          tube, id
@@ -225,7 +226,7 @@ class ApplyMixin:
         task = tube._tasks[op["id"]]
         if task.state != READY:
             raise ReplayError(f"take of task {task.id} in state {task.state}")
-        self._take_task(tube, task, op["session"], op["taken_at"], op["ttr_at"])
+        self._take_task(tube, task, op["session"], op["taken_at"], op.get("ttr_at"))
         return task
 
     def _take_task(self, tube, task, session, taken_at, ttr_at):

@@ -181,9 +181,10 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
             tube._fire(task, event)
 
     def _take_one(self, tube, task, session, now, wait=True):
+        op = {"op": "take", "tube": tube.name, "id": task.id, "session": session, "taken_at": now}
         ttr = task.ttr
-        op = {"op": "take", "tube": tube.name, "id": task.id, "session": session,
-              "taken_at": now, "ttr_at": None if ttr is None else now + ttr}
+        if ttr is not None:  # None is left out (see queues.ops)
+            op["ttr_at"] = now + ttr
         token = self._log(op)
         self._apply_take(op)
         if tube._hooks:

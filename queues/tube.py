@@ -104,8 +104,11 @@ class Tube(PutMixin):
                     ttr = task.ttr
                     ttr_at = None if ttr is None else now + ttr
                     if store._journaled:
-                        token = store._log({"op": "take", "tube": self.name, "id": task.id,
-                                            "session": session, "taken_at": now, "ttr_at": ttr_at})
+                        op = {"op": "take", "tube": self.name, "id": task.id, "session": session,
+                              "taken_at": now}
+                        if ttr_at is not None:  # None is left out (see queues.ops)
+                            op["ttr_at"] = ttr_at
+                        token = store._log(op)
                         store._take_task(self, task, session, now, ttr_at)
                         if self._hooks:
                             self._fire(task, "take")
