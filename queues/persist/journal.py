@@ -120,7 +120,7 @@ class Journal:
         "wal_dir", "mode", "clock", "disk", "max_size", "reserve_chunk", "commit_timeout",
         "repair_interval", "logger", "lsn", "_committed_lsn", "_pack", "_time", "_monotonic",
         "_none", "_direct", "_mapped", "_seg", "_sealed", "_rotate", "_pending",
-        "_waiters", "_scheduled", "_pending_since", "_hub", "_thread",
+        "_waiters", "_scheduled", "_pending_since", "_hub", "_thread", "_wake", "_wake_error",
         "_inflight", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
         "_logged", "_mark", "_threshold", "_threshold_at", "_bytes_written", "_lsn0", "_fsync",
         "batches", "fsyncs",
@@ -172,6 +172,8 @@ class Journal:
         self._rotate = False
         self._pending = []
         self._waiters = []  # fibers parked on records not yet in a batch (fsync mode)
+        self._wake = []  # fibers of a completed batch not yet woken (see _flushed)
+        self._wake_error = None
         self._pending_since = None  # monotonic time of the first pending record
         self._scheduled = False  # a _submit callback is queued
         self._hub = None  # the hub and the WAL thread, made at the first wait()
@@ -298,7 +300,11 @@ class Journal:
                 self._scheduled = True
                 hub.loop.run_callback(self._submit)
         try:
-            error = hub.switch()
+            wake = self._wake
+            if wake:
+                error = wake.pop().switch(self._wake_error)
+            else:
+                error = hub.switch()
         except BaseException:
             # Killed (or a Timeout) while parked: no batch may switch into this fiber
             # later, wherever it is parked by then (a Waiter would have absorbed that).
@@ -308,7 +314,7 @@ class Journal:
             raise error
 
     def _forget(self, fiber):
-        for waiters in (self._waiters, self._inflight.waiters if self._inflight else ()):
+        for waiters in (self._waiters, self._inflight.waiters if self._inflight else (), self._wake):
             for i, parked in enumerate(waiters):
                 if parked is fiber:
                     del waiters[i]
@@ -560,11 +566,28 @@ class Journal:
             if self._pending and not self._scheduled:
                 self._scheduled = True
                 self._hub.loop.run_callback(self._submit)
-        for waiter in waiters:
-            waiter.switch(error)
+        self._wake_one(waiters, error)
         if self._thread is None:  # close() gave up on this batch: the files close now
             self._closed_waiters()
             self._close_files()
+
+    def _wake_one(self, waiters, error):
+        """Switch error (None or an exception) into each of waiters, from the hub.
+
+        The fibers wake one another: _flushed switches into the first, and each woken
+        fiber that parks again in wait() switches straight into the next one instead of
+        back to the hub (one greenlet switch per wake instead of two). A fiber that
+        blocks on anything else switches to the hub, which goes on with the list here.
+        """
+        wake = waiters[::-1]
+        if self._wake:  # (cannot happen: the list is emptied before the hub returns)
+            wake.extend(self._wake)
+        self._wake, self._wake_error = wake, error
+        try:
+            while wake:
+                wake.pop().switch(error)
+        finally:
+            self._wake_error = None
 
     def _timed_out(self, batch):
         batch.expired = True
