@@ -8,8 +8,8 @@ The page is bench/seed_experiment.py's: work() (~17 us of Python) + json, then o
 request/answer to the C delay server (answering after 5 ms). Each server runs under
 ``valgrind --tool=callgrind`` on CPU 0 (delay server and client on CPU 1); a closed-loop
 keep-alive client (--conns connections, one request in flight on each) sends 1,000 warm-up
-requests, the counters are zeroed (callgrind_control -z), --requests more are sent and the
-counters dumped (-d). Printed: instructions per request (system calls: count them with
+requests (at least one per connection), the counters are zeroed (callgrind_control -z),
+--requests more are sent on the same connections and the counters dumped (-d). Printed: instructions per request (system calls: count them with
 ``strace -c -f -p PID`` on a native run; under valgrind its own polling calls mix in).
 
 - ``fiberapp``: ``fiberapp run bench/seed_experiment.py`` (the app as deployed: metrics
@@ -19,7 +19,10 @@ counters dumped (-d). Printed: instructions per request (system calls: count the
 - ``page``: work() + page_body() alone, in-process (cachegrind at 0 and N calls).
 
 Under callgrind the server is ~50x slower, so it is saturated and batches more events per
-loop iteration than a real run: use the figures to compare code, not to predict req/s.
+loop iteration than a real run: use the figures to compare code, not to predict req/s. How
+many events a loop iteration batches depends on timing, so with many connections the figure
+moves by ~2 % from run to run; ``--conns 1`` (one request at a time, one event per
+iteration) repeats to within a few instructions and is the one to judge small changes by.
 """
 import argparse
 import os
@@ -35,42 +38,54 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
 
 
-def drive(port, path, conns, n):
-    """Exactly n keep-alive GETs over conns connections, one in flight on each."""
-    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    sel = selectors.DefaultSelector()
-    socks = []
-    for _ in range(min(conns, n)):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks.append(s)
-        sel.register(s, selectors.EVENT_READ, bytearray())
-    sent = done = bad = 0
-    for s in socks:
-        s.sendall(req)
-        sent += 1
-    while done < n:
-        for key, _ in sel.select(120):
-            s, buf = key.fileobj, key.data
-            data = s.recv(65536)
-            if not data:
-                raise SystemExit("the server closed a connection")
-            buf += data
-            while (h := buf.find(b"\r\n\r\n")) >= 0:
-                head = bytes(buf[:h]).lower()
-                length = int(re.search(rb"content-length: *(\d+)", head).group(1))
-                if len(buf) < h + 4 + length:
-                    break
-                bad += not head.startswith(b"http/1.1 200")
-                del buf[: h + 4 + length]
-                done += 1
-                if sent < n:
-                    s.sendall(req)
-                    sent += 1
-    for s in socks:
-        s.close()
-    if bad:
-        raise SystemExit(f"{bad} answers were not 200")
+class Client:
+    """Keep-alive connections to the server, one request in flight on each. The same
+    connections serve the warm-up and the counted requests: with 1,000 connections a
+    fresh set per phase would charge the counted requests with 1,000 accepts, greenlet
+    spawns and closes (about 100k instructions per request at 3 requests per connection,
+    where wrk's connections each carry about a hundred)."""
+
+    def __init__(self, port, path, conns):
+        self.req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        self.sel = selectors.DefaultSelector()
+        self.socks = []
+        for _ in range(conns):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks.append(s)
+            self.sel.register(s, selectors.EVENT_READ, bytearray())
+
+    def drive(self, n):
+        """Exactly n GETs, at most one in flight per connection."""
+        req = self.req
+        sent = done = bad = 0
+        for s in self.socks[:n]:
+            s.sendall(req)
+            sent += 1
+        while done < n:
+            for key, _ in self.sel.select(120):
+                s, buf = key.fileobj, key.data
+                data = s.recv(65536)
+                if not data:
+                    raise SystemExit("the server closed a connection")
+                buf += data
+                while (h := buf.find(b"\r\n\r\n")) >= 0:
+                    head = bytes(buf[:h]).lower()
+                    length = int(re.search(rb"content-length: *(\d+)", head).group(1))
+                    if len(buf) < h + 4 + length:
+                        break
+                    bad += not head.startswith(b"http/1.1 200")
+                    del buf[: h + 4 + length]
+                    done += 1
+                    if sent < n:
+                        s.sendall(req)
+                        sent += 1
+        if bad:
+            raise SystemExit(f"{bad} answers were not 200")
+
+    def close(self):
+        for s in self.socks:
+            s.close()
 
 
 def wait_port(port, proc, timeout=600):
@@ -110,7 +125,9 @@ def count_server(kind, args, tmp, delay_port, n_work):
     else:
         cfg = os.path.join(tmp, "fiberapp.toml")
         with open(cfg, "w") as f:
-            f.write('wal_mode = "write"\nlog_level = "WARNING"\nwatchdog_limit = 1.0\n\n[http]\nmax_connections = 25000\n')
+            extra = "".join(f"{line}\n" for line in args.set)
+            f.write('wal_mode = "write"\nlog_level = "WARNING"\nwatchdog_limit = 1.0\n' + extra
+                    + '\n[http]\nmax_connections = 25000\n')
         data = tempfile.mkdtemp(dir=tmp)
         target = [os.path.join(VENV_BIN, "fiberapp"), "run", os.path.join(ROOT, "bench", "seed_experiment.py"),
                   "--config", cfg, "--listen", f"127.0.0.1:{port}", "--data-dir", data]
@@ -120,16 +137,24 @@ def count_server(kind, args, tmp, delay_port, n_work):
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
-        drive(port, path, args.conns, 1000)
+        client = Client(port, path, args.conns)
+        client.drive(max(1000, args.conns))
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        drive(port, path, args.conns, args.requests)
+        client.drive(args.requests)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        client.close()
         dump = out + ".1"
         deadline = time.monotonic() + 60
         while not os.path.exists(dump) and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)  # the dump is written in full before callgrind_control returns; be safe
         ir = totals(dump)
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            kept = os.path.join(args.keep, f"callgrind.{kind}.out")
+            with open(dump, "rb") as src, open(kept, "wb") as dst:
+                dst.write(src.read())
+            print(f"{kind:9s} callgrind dump kept: {kept} (callgrind_annotate --inclusive=yes {kept})", flush=True)
     finally:
         proc.terminate()
         try:
@@ -210,6 +235,9 @@ def main(argv=None):
     p.add_argument("--only", default="fiberapp,bare,page")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="LINE",
+                   help="a top-level line added to fiberapp's config, e.g. 'cpu_accounting = false' (repeatable)")
+    p.add_argument("--keep", metavar="DIR", help="keep the callgrind dumps in DIR (for callgrind_annotate)")
     p.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_bare:
