@@ -78,6 +78,13 @@ class Stream:
     Timeout per wait: starting a wait stores a deadline, and the timer, when it fires,
     either re-arms itself for that deadline or, if it has passed, throws NetTimeout into
     the waiting fiber.
+
+    The wait for readability is the stream's own io watcher, started at the first wait
+    and left running between waits (gevent's hub.wait starts and stops one per wait: when
+    the stop and the next start fall in different loop iterations, libev re-adds the fd
+    to epoll, an epoll_ctl that fails with EEXIST, about once per request/answer). The
+    watcher is stopped only when it fires with nobody waiting (it is level-triggered:
+    unread data would otherwise wake the loop on every iteration) and on close.
     """
 
     def __init__(self, sock, read_timeout=30.0, max_line=64 * 1024, max_frame=16 * 1024 * 1024):
@@ -99,6 +106,7 @@ class Stream:
         self._read_event = event
         self._drained = False  # the last recv emptied the kernel queue: wait before the next
         self._waiter = None  # the fiber waiting for readability, if any
+        self._watcher = None  # the read watcher (created at the first wait)
         self._deadline = 0.0
         self._timer = None
         self._due = 0.0  # when the armed timer fires
@@ -119,7 +127,20 @@ class Stream:
         if timer is not None:
             timer.stop()
             timer.close()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+        waiter = self._waiter
+        if waiter is not None and waiter is not getcurrent():
+            # Closed by another fiber under a waiting reader: the reader gets
+            # ConnectionClosed, from the loop (as gevent's own cancel_wait does it).
+            get_hub().loop.run_callback(self._cancel_wait, waiter)
         self.sock.close()
+
+    def _cancel_wait(self, waiter):
+        if self._waiter is waiter:
+            waiter.throw(ConnectionClosed(f"{self.peer}: the stream was closed while a read waited"))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -167,13 +188,28 @@ class Stream:
                 timer.stop()
                 timer.close()
                 self._arm(timeout)
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = get_hub().loop.io(self._raw.fileno(), 1)
+        if not watcher.active:
+            watcher.start(self._on_readable)
         self._waiter = getcurrent()
         try:
-            get_hub().wait(self._read_event)
-        except OSError as exc:  # the socket was closed by another fiber while we waited
-            raise ConnectionClosed(f"{self.peer}: {exc}") from exc
+            get_hub().switch()
         finally:
             self._waiter = None
+
+    def _on_readable(self):
+        """The read watcher fired (in the hub): wake the waiting reader, or, if nobody
+        waits, stop watching until the next wait."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.switch()
+        else:
+            watcher = self._watcher
+            if watcher is not None:
+                watcher.stop()
 
     def _arm(self, delay):
         delay = max(delay, 0.0)

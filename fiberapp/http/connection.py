@@ -7,6 +7,9 @@ This is the server's hot loop; the tricks it uses, and why:
   connections can share it and an idle connection costs no buffer memory.
 - Everything parsed from one recv is answered with one sendall (pipelining: responses in
   request order, one syscall for the batch).
+- The wait for the next bytes is one io watcher per connection, started at the first
+  wait and left running between waits (stopped only when it fires while nobody reads),
+  so a keep-alive request costs no epoll_ctl.
 - Timeouts are one lazily re-armed clock timer per connection: moving a deadline later is
   an attribute store; the timer, when it fires, re-arms itself for the current deadline
   or, if that has passed, shuts the socket down, which wakes the blocked recv/sendall.
@@ -23,6 +26,7 @@ import logging
 import socket as _socket
 
 import gevent
+from greenlet import getcurrent
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from .disconnect import DisconnectWatch, peer_gone
@@ -57,6 +61,7 @@ class Connection:
         "server", "sock", "addr", "parser", "_ready", "_url", "_headers", "_body", "_body_size",
         "_hdr_size", "_hdr_raw", "_conn_hdr", "_in_message", "_in_headers", "_expect", "_continue_sent", "_deadline",
         "_timer", "_timer_at", "_hdr_clock", "_idle", "_busy", "_sending", "_watches", "_closed", "_max_header", "_max_body",
+        "_watcher", "_reader",
     )
 
     def __init__(self, server, sock, addr):
@@ -74,6 +79,8 @@ class Connection:
         self._busy = False      # a handler is running
         self._sending = False   # blocked writing a response the client does not read
         self._watches = None
+        self._watcher = None    # the read watcher (serve() creates it)
+        self._reader = None     # our fiber while it waits on the read watcher
         self._closed = False
         self._max_header = server.config.max_header_size
         self._max_body = server.config.max_body_size
@@ -194,13 +201,19 @@ class Connection:
         config = server.config
         buf, view = server.buffer, server.view
         bufsize = len(buf)
-        # The raw (non-blocking) socket and its read watcher, so the common case is one
-        # syscall and no exception: gevent's recv_into would try first and fail with
-        # EAGAIN after every response. We wait for readability when the last read did
-        # not fill the buffer (the kernel queue is then almost surely empty).
+        # The raw (non-blocking) socket, so the common case is one syscall and no
+        # exception: gevent's recv_into would try first and fail with EAGAIN after every
+        # response. We wait for readability when the last read did not fill the buffer
+        # (the kernel queue is then almost surely empty), on the connection's own read
+        # watcher, which stays started between waits (see _on_readable): gevent's
+        # hub.wait starts and stops one per wait, and a stop and a start in different
+        # loop iterations cost an epoll_ctl (EEXIST) per request.
         raw_recv_into = self.sock._sock.recv_into
-        read_event = self.sock._read_event
-        hub_wait = gevent.get_hub().wait
+        hub = gevent.get_hub()
+        hub_switch = hub.switch
+        watcher = self._watcher = hub.loop.io(self.sock.fileno(), 1)
+        on_readable = self._on_readable
+        me = getcurrent()
         feed = self.parser.feed_data
         ready = self._ready
         monotonic = server.monotonic
@@ -210,7 +223,13 @@ class Connection:
             while True:
                 try:
                     if drained:
-                        hub_wait(read_event)
+                        if not watcher.active:
+                            watcher.start(on_readable)
+                        self._reader = me
+                        try:
+                            hub_switch()
+                        finally:
+                            self._reader = None
                     n = raw_recv_into(buf)
                 except BlockingIOError:
                     drained = True
@@ -275,6 +294,20 @@ class Connection:
             return
         finally:
             self.close()
+
+    def _on_readable(self):
+        """The read watcher fired (in the hub): wake the connection's fiber if it waits
+        to read; if it does not (a handler runs and the client pipelined, or hung up),
+        stop watching until the next wait: the watcher is level-triggered, and unread
+        bytes would otherwise wake the loop on every iteration."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reader.switch()
+        else:
+            watcher = self._watcher
+            if watcher is not None:
+                watcher.stop()
 
     def _answer(self, ready, force_close):
         """Run the handler for each complete request, send all responses at once.
@@ -491,6 +524,10 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
         self._drop_watches()
         try:
             self.sock.close()

@@ -210,3 +210,25 @@ def test_a_tls_socket_keeps_its_encryption(tmp_path):
         assert server.get(timeout=5) == b"ping\n"
         assert stream.read_line() == b"pong"
     listener.close()
+
+
+def test_the_read_watcher_runs_from_wait_to_wait_and_stops_when_nobody_reads(pair):
+    stream, peer = pair
+    stream.write(b"ping\n")
+    assert peer.recv(64) == b"ping\n"
+    peer.sendall(b"pong\n")
+    stream._drained = True
+    assert stream.read_line() == b"pong"
+    watcher = stream._watcher
+    assert watcher is not None and watcher.active  # left running after the wait
+    for i in range(3):  # request/answer: the same watcher, never stopped in between
+        stream.write(b"ping\n")
+        assert peer.recv(64) == b"ping\n"
+        peer.sendall(b"pong %d\n" % i)
+        assert stream.read_line() == b"pong %d" % i
+        assert stream._watcher is watcher and watcher.active
+    peer.sendall(b"unasked\n")  # readable with no reader: the watcher stops itself
+    wait_for(lambda: not watcher.active, what="the watcher to stop")
+    assert stream.read_line() == b"unasked"
+    stream.close()
+    assert stream._watcher is None
