@@ -88,7 +88,9 @@ SCHEMA = {k.name: k for k in (
     Key("session_ttl", float, 60.0, _at_least(0, strict=True)),
     Key("shutdown_timeout", float, 10.0, _at_least(0)),
     Key("watchdog_limit", float, 0.1, _at_least(0, strict=True)),
-    Key("cpu_accounting", bool, True),  # per-fiber CPU time for top (about 1 µs per switch)
+    # per-fiber CPU time for top: true (always, ~1 µs per switch), false, or "on-demand"
+    # (from the first `fiberapp top` / GET of the fiber rows until nobody looked for 60 s)
+    Key("cpu_accounting", "accounting", "on-demand"),
     Key("gc_freeze", bool, True),        # freeze the heap after recovery (see runtime.heap)
     Key("max_task_size", int, 1 << 20, _at_least(1)),
     Key("wal_max_size", int, 64 << 20, _at_least(4096)),
@@ -139,6 +141,18 @@ def _coerce(key, value, source):
             except ValueError:
                 pass
         raise ValueError(f"must be a number; got {value!r}")
+    if t == "accounting":  # true, false or "on-demand"
+        if isinstance(value, bool) or value == "on-demand":
+            return value
+        if isinstance(value, str) and source != "file":
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            if low == "on-demand":
+                return "on-demand"
+        raise ValueError(f'must be true, false or "on-demand"; got {value!r}')
     if t is list:
         if isinstance(value, list):
             return value

@@ -177,6 +177,10 @@ class _ThreadHook:
             self.users.remove(tracer)
         self._apply()
 
+    def refresh(self):
+        """A user switched its accounting on or off (on demand)."""
+        self._apply()
+
     def _apply(self):
         mode = None
         if self.users:
@@ -215,13 +219,24 @@ def _thread_hook():
     return th
 
 
-class SwitchTracer:
-    """One Runtime's view of the thread's switch hook: its windows and its top() rows."""
+ON_DEMAND = "on-demand"
+DEMAND_LINGER = 60.0  # on demand: seconds accounting stays on after the last top()
 
-    def __init__(self, runtime, accounting=True, window=1.0):
+
+class SwitchTracer:
+    """One Runtime's view of the thread's switch hook: its windows and its top() rows.
+
+    accounting is True (always on), False (never: the hook, if any, only watches for the
+    watchdog) or "on-demand": off until someone reads top() (demand()), then on until
+    nobody has read it for `linger` seconds (checked when a window closes).
+    """
+
+    def __init__(self, runtime, accounting=True, window=1.0, linger=DEMAND_LINGER):
         self.runtime = runtime
-        self.accounting = accounting
+        self.on_demand = accounting == ON_DEMAND
+        self.accounting = bool(accounting) and not self.on_demand  # on now
         self.window = window
+        self.linger = linger
         self.hub = None
         self.main = None
         self.other = Bucket("other")
@@ -229,6 +244,7 @@ class SwitchTracer:
         self.state = None
         self._timer = None
         self._win_start = perf_counter()
+        self._demanded = 0.0
 
     @property
     def running(self):
@@ -256,25 +272,57 @@ class SwitchTracer:
             th.state.last = perf_counter()
         self._win_start = perf_counter()
         if self.accounting:
-            # The hub and main greenlet outlive runtimes: start their window afresh.
-            for g in [hub, main, current] + list(self.runtime._fibers.values()):
-                add_counters(g)
-                g.cpu_mark = acct(g)[0]
-            if self.window:
-                self._timer = hub.loop.timer(self.window, self.window)
-                self._timer.ref = False  # must not keep the loop alive
-                self._timer.start(self.roll)
+            self._begin(current)
         th.add(self)
+
+    def _begin(self, current):
+        """Start counting: fresh windows for every row, and the roll timer."""
+        # The hub and main greenlet outlive runtimes: start their window afresh.
+        for g in [self.hub, self.main, current] + list(self.runtime._fibers.values()):
+            add_counters(g)
+            g.cpu_mark = acct(g)[0]
+            if self.on_demand:  # what the last stretch measured is stale by now
+                g.cpu_instant = g.cpu_average = 0.0
+        self._win_start = perf_counter()
+        if self.window and self._timer is None:
+            self._timer = self.hub.loop.timer(self.window, self.window)
+            self._timer.ref = False  # must not keep the loop alive
+            self._timer.start(self.roll)
+
+    def _stop_timer(self):
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
 
     def uninstall(self):
         if self._thread is None:
             return
         self._thread.remove(self)
         self._thread = None
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer.close()
-            self._timer = None
+        self._stop_timer()
+
+    # -- on demand -------------------------------------------------------------------------
+    def demand(self):
+        """Someone reads top(): with on-demand accounting, switch it on (or keep it on for
+        another `linger` seconds). Returns True if it was off until now (nothing measured
+        yet). Call in the loop's thread."""
+        if not self.on_demand or self._thread is None:
+            return False
+        self._demanded = perf_counter()
+        if self.accounting:
+            return False
+        self._begin(greenlet.getcurrent())
+        self.accounting = True
+        self._thread.refresh()  # the thread's hook counts from now on
+        return True
+
+    def _lapse(self):
+        """On demand, nobody has read top() for `linger` seconds: back to watching only."""
+        self.accounting = False
+        self._stop_timer()
+        if self._thread is not None:
+            self._thread.refresh()
 
     # -- windows ---------------------------------------------------------------------------
     def _charge_running(self, now):
@@ -307,6 +355,8 @@ class SwitchTracer:
         other._cpu_acct[0] += spent
         self._fold(other, spent / elapsed)
         self._win_start = now
+        if self.on_demand and now - self._demanded > self.linger:
+            self._lapse()
 
     @staticmethod
     def _fold(g, share):

@@ -187,15 +187,20 @@ class Runtime:
     clock            SystemClock by default; tests pass a FakeClock.
     watchdog_limit   seconds a fiber may hold the loop before the watchdog reports it
                      (0 or None disables the watchdog).
-    cpu_accounting   per-fiber CPU time and switch counts (a greenlet trace hook).
+    cpu_accounting   per-fiber CPU time and switch counts (a greenlet trace hook): True
+                     (always), False (never) or "on-demand" (from the first top() until
+                     nobody has called top() for top_linger seconds).
     top_window       seconds per window for the "instant" share in top().
     """
 
-    def __init__(self, clock=None, watchdog_limit=0.1, cpu_accounting=True, top_window=1.0):
+    def __init__(self, clock=None, watchdog_limit=0.1, cpu_accounting=True, top_window=1.0, top_linger=60.0):
+        if cpu_accounting not in (True, False, "on-demand"):
+            raise FiberError(f'cpu_accounting must be True, False or "on-demand", not {cpu_accounting!r}')
         self.clock = clock if clock is not None else SystemClock()
         self.watchdog_limit = watchdog_limit
         self.cpu_accounting = cpu_accounting
         self.top_window = top_window
+        self.top_linger = top_linger
         self._ids = itertools.count(1)
         self._fibers = {}
         self.spawned = 0
@@ -308,7 +313,8 @@ class Runtime:
 
         if self.cpu_accounting or self.watchdog_limit:
             hub = get_hub()
-            self._tracer = SwitchTracer(self, accounting=self.cpu_accounting, window=self.top_window)
+            self._tracer = SwitchTracer(self, accounting=self.cpu_accounting, window=self.top_window,
+                                        linger=self.top_linger)
             self._tracer.install(hub)
             if self.watchdog_limit:
                 self.watchdog = Watchdog(self._tracer, self.watchdog_limit, hub)
@@ -318,11 +324,18 @@ class Runtime:
     def top(self):
         """CPU rows for `fiberapp top` and the API, busiest first (see accounting.SwitchTracer.top).
 
-        Without accounting every row reads zero (the fibers are still listed).
+        Without accounting every row reads zero (the fibers are still listed). With
+        on-demand accounting a call switches it on (until nobody has called for
+        top_linger seconds); the call that switches it on waits one top_window, so its
+        rows show a measured window, not zeros.
         """
         self._purge()
-        if self._tracer is not None and self._tracer.accounting:
-            return self._tracer.top()
+        tracer = self._tracer
+        if tracer is not None and tracer.demand() and self.top_window:
+            gevent.sleep(self.top_window)  # real time: accounting measures real time
+            self._purge()
+        if tracer is not None and tracer.accounting:
+            return tracer.top()
         rows = [{"id": f.id, "name": f.name, "status": f.status, "cpu_time": 0.0,
                  "switches": 0, "instant": 0.0, "average": 0.0} for f in self._fibers.values()]
         return rows

@@ -6,8 +6,10 @@ import time
 import gevent
 import gevent.event
 import greenlet
+import pytest
 
 from fiberapp.runtime import accounting
+from fiberapp.runtime.errors import FiberError
 from fiberapp.runtime.fiber import Runtime
 
 
@@ -226,3 +228,59 @@ def test_two_started_runtimes_share_one_hook_and_do_not_double_count():
         a.stop()
         b.stop()
     assert greenlet.gettrace() is before
+
+
+def test_on_demand_accounting_counts_only_once_someone_reads_top():
+    before = greenlet.gettrace()
+    rt = Runtime(watchdog_limit=0.5, cpu_accounting="on-demand", top_window=0.02)
+    rt.start()
+    try:
+        watch = greenlet.gettrace()
+        assert watch is not before  # the watchdog's hook, which does not count
+        assert rt.stats()["cpu_accounting"] is False
+        early = rt.spawn(_spin, 0.03, name="early")
+        early.join()
+        assert early.cpu_time == 0.0 and early.switches == 0  # nobody watched: not counted
+
+        gate = gevent.event.Event()
+        idle = rt.spawn(gate.wait, name="idle")
+        rows = {r["name"]: r for r in rt.top()}  # switches it on, then waits one window
+        assert greenlet.gettrace() is not watch and rt.stats()["cpu_accounting"] is True
+        assert rows["main"]["cpu_time"] > 0 and "idle" in rows  # a measured window, not zeros
+
+        late = rt.spawn(_spin, 0.03, name="late")
+        late.join()
+        assert late.cpu_time >= 0.03 and late.switches == 1
+        gate.set()
+        idle.join()
+    finally:
+        rt.stop()
+    assert greenlet.gettrace() is before
+
+
+def test_on_demand_accounting_lapses_when_nobody_reads_top_for_the_linger():
+    rt = Runtime(watchdog_limit=0.5, cpu_accounting="on-demand", top_window=0.02, top_linger=60.0)
+    rt.start()
+    try:
+        watch = greenlet.gettrace()
+        rt.top()
+        tracer = rt._tracer
+        assert greenlet.gettrace() is not watch
+        assert tracer.accounting
+        tracer.roll(now=time.perf_counter() + 30.0)  # a window closes within the linger: stays on
+        assert tracer.accounting
+        tracer.roll(now=time.perf_counter() + 61.0)  # one after it: back to watching only
+        assert not tracer.accounting and tracer._timer is None
+        assert rt.stats()["cpu_accounting"] is False
+        quiet = rt.spawn(_spin, 0.01, name="quiet")
+        quiet.join()
+        assert quiet.cpu_time == 0.0  # not counted any more
+        rows = {r["name"]: r for r in rt.top()}  # the next reader switches it on again
+        assert tracer.accounting and rows["main"]["cpu_time"] > 0
+    finally:
+        rt.stop()
+
+
+def test_cpu_accounting_takes_true_false_or_on_demand_only():
+    with pytest.raises(FiberError):
+        Runtime(cpu_accounting="sometimes")
