@@ -566,12 +566,12 @@ class Journal:
             if self._pending and not self._scheduled:
                 self._scheduled = True
                 self._hub.loop.run_callback(self._submit)
-        self._wake_one(waiters, error)
+        self._wake_waiters(waiters, error)
         if self._thread is None:  # close() gave up on this batch: the files close now
             self._closed_waiters()
             self._close_files()
 
-    def _wake_one(self, waiters, error):
+    def _wake_waiters(self, waiters, error):
         """Switch error (None or an exception) into each of waiters, from the hub.
 
         The fibers wake one another: _flushed switches into the first, and each woken
@@ -580,14 +580,16 @@ class Journal:
         blocks on anything else switches to the hub, which goes on with the list here.
         """
         wake = waiters[::-1]
-        if self._wake:  # (cannot happen: the list is emptied before the hub returns)
-            wake.extend(self._wake)
         self._wake, self._wake_error = wake, error
-        try:
-            while wake:
+        failure = None
+        while wake:
+            try:
                 wake.pop().switch(error)
-        finally:
-            self._wake_error = None
+            except BaseException as exc:  # (a raw greenlet that died raising: the hub is
+                failure = exc             # its parent) the others still get their wake-up
+        self._wake_error = None
+        if failure is not None:
+            raise failure
 
     def _timed_out(self, batch):
         batch.expired = True

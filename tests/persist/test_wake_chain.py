@@ -111,3 +111,28 @@ def test_a_failed_batch_reaches_every_waiter_and_a_good_one_none(tmp_path):
     assert outcomes == {n: ["ok", "WalIOError"] for n in range(30)}
     assert j.broken is not None
     j.close()
+
+
+def test_a_waiter_that_dies_raising_does_not_strand_the_rest_of_its_batch(tmp_path):
+    """A raw greenlet (its parent the hub) that raises after its wake-up hands the
+    exception to the hub, inside the wake loop: the other waiters of the batch must
+    still be woken (the exception is re-raised once they are)."""
+    j = Journal(str(tmp_path), "fsync", FakeClock())
+    hub = gevent.get_hub()
+
+    def raw():
+        j.wait(j.log({"op": "raw"}))
+        raise ValueError("raised after its wake-up (expected in this test)")
+
+    def worker(n):
+        for i in range(3):
+            j.wait(j.log({"op": "set", "key": f"{n}-{i}"}))
+        return n
+
+    g = greenlet.greenlet(raw, parent=hub)
+    hub.loop.run_callback(g.switch)  # started by the hub: it logs, then parks
+    fibers = [gevent.spawn(worker, n) for n in range(10)]
+    done = gevent.joinall(fibers, timeout=30)
+    assert sorted(f.value for f in done) == list(range(10))
+    assert g.dead
+    j.close()
