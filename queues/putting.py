@@ -33,14 +33,19 @@ class PutMixin:
                 utube = self._def_utube
             token = None
             if store._journaled:
-                rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
-                       "created_at": now}
-                if self._def_fields is not None:
-                    rec.update(self._def_fields)
-                    if ttl is not None:
-                        rec["expires_at"] = now + ttl
-                if utube:
-                    rec["utube"] = utube
+                records = self._records
+                if records is not None and self._def_fields is None:
+                    # no default fields: no utube either (a utube tube's defaults hold "")
+                    rec = records.put(store._next_id, data, now)
+                else:
+                    rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
+                           "created_at": now}
+                    if self._def_fields is not None:
+                        rec.update(self._def_fields)
+                        if ttl is not None:
+                            rec["expires_at"] = now + ttl
+                    if utube:
+                        rec["utube"] = utube
                 token = store._log(rec)  # may raise (WAL full, I/O): then nothing is applied
             # Straight to the transition _apply_put(rec) would make (replay builds the same
             # task from rec through _new_task): no op dict to read back, no tube lookup.

@@ -11,6 +11,8 @@ Every change is one op (queues.ops documents the kinds) that goes
 decide -> journal.log(op) -> apply(op) -> notify -> journal.wait(token). ``journal.log`` may
 raise (a QueueError such as WalError): the op is then not applied and the caller gets the
 error. ``journal.wait(token)`` is called only when log returned a token other than None.
+A journal attached with ``op_records`` (one that declares ``encoded_ops``) gets the common
+put, take and ack as bytes, the msgpack encoding of the op dict (see attach_journal).
 """
 import logging
 import time as _time
@@ -50,22 +52,30 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
                 type(clock).__name__ == "SystemClock" and type(clock).__module__ == "fiberapp.runtime.clock":
             monotonic = _time.monotonic
         self._now = monotonic
+        self._tubes = {}
         self.attach_journal(journal)
         self.max_task_size = opt.count("max_task_size", max_task_size, minimum=1, allow_none=False)
         self.drivers = drivers if drivers is not None else Registry()
         self.log = log or logging.getLogger("queues.store")
         self.sessions = Sessions(self)
         self.draining = False
-        self._tubes = {}
         self._next_id = 1
         self._wake_at = INF          # earliest deadline any driver may have scheduled
         self._ticker = None
         self._pending_tokens = []
         self._appliers = self._build_appliers()
 
-    def attach_journal(self, journal):
-        """Use ``journal`` from now on (recovery replays with none, then attaches the WAL)."""
+    def attach_journal(self, journal, op_records=None):
+        """Use ``journal`` from now on (recovery replays with none, then attaches the WAL).
+
+        ``op_records``: for a journal whose log() also takes encoded ops (bytes), a factory
+        ``op_records(tube_name)`` of objects with put/take/ack methods returning the op's
+        encoding (queues.persist.record.OpRecords); each tube keeps one and its hot paths
+        log those bytes instead of building the op dict for the journal to pack."""
         self.journal = journal if journal is not None else NullJournal()
+        self._op_records = op_records
+        for tube in self._tubes.values():
+            tube._records = None if op_records is None else op_records(tube.name)
         self._log = self.journal.log
         self._journal_wait = self.journal.wait  # bound once: no frame of ours per operation
         # With the null journal nobody reads the op records, so the hot paths (put, take,

@@ -58,6 +58,9 @@ class Tube(PutMixin):
                                       ("ttr", self._def_ttr), ("utube", self._def_utube))
                     if v is not None and not (k == "pri" and v == 0)}
         self._def_fields = defaults or None
+        # The encoder of this tube's hot ops when the journal takes them encoded (see
+        # Store.attach_journal), else None.
+        self._records = None if store._op_records is None else store._op_records(name)
 
     def __repr__(self):
         return f"<Tube {self.name} {self.driver_name}>"
@@ -104,11 +107,15 @@ class Tube(PutMixin):
                     ttr = task.ttr
                     ttr_at = None if ttr is None else now + ttr
                     if store._journaled:
-                        op = {"op": "take", "tube": self.name, "id": task.id, "session": session,
-                              "taken_at": now}
-                        if ttr_at is not None:  # None is left out (see queues.ops)
-                            op["ttr_at"] = ttr_at
-                        token = store._log(op)
+                        records = self._records
+                        if records is not None and ttr_at is None:
+                            token = store._log(records.take(task.id, session, now))
+                        else:
+                            op = {"op": "take", "tube": self.name, "id": task.id,
+                                  "session": session, "taken_at": now}
+                            if ttr_at is not None:  # None is left out (see queues.ops)
+                                op["ttr_at"] = ttr_at
+                            token = store._log(op)
                         store._take_task(self, task, session, now, ttr_at)
                         if self._hooks:
                             self._fire(task, "take")
@@ -142,7 +149,12 @@ class Tube(PutMixin):
             session = store.sessions._by_fiber.get(getcurrent())
         if task.session != session:
             raise NotOwner("ack", task.id, session, task.session)
-        token = store._log({"op": "ack", "tube": self.name, "id": task.id}) if store._journaled else None
+        if store._journaled:
+            records = self._records
+            token = store._log({"op": "ack", "tube": self.name, "id": task.id} if records is None
+                               else records.ack(task.id))
+        else:
+            token = None
         store._ack_task(self, task)
         if self._waiters or self._space_waiters or self._hooks:
             store._notify_change(self, task, "ack")

@@ -2,6 +2,7 @@
 QueueStoreAdapter maps them onto queues.store.Store, and the generic tests use a tiny
 store of their own through the same interface.
 """
+from queues.persist.record import OpRecords
 
 
 class QueueStoreAdapter:
@@ -24,7 +25,9 @@ class QueueStoreAdapter:
         return store.apply
 
     def attach(self, store, journal):
-        store.attach_journal(journal)
+        # A journal that takes encoded ops gets the hot ones (put, take, ack) as bytes.
+        encoded = getattr(journal, "encoded_ops", False)
+        store.attach_journal(journal, op_records=OpRecords if encoded else None)
 
     def release_orphans(self, store):
         return store.release_orphans()

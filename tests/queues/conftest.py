@@ -35,6 +35,27 @@ class RecordingJournal:
         return [msgpack.unpackb(r, raw=False) for r in self.records]
 
 
+class EncodedRecordingJournal(RecordingJournal):
+    """A RecordingJournal that also takes encoded ops (bytes), as the WAL's journal may
+    (``encoded_ops``, see Store.attach_journal): the bytes are kept as they come."""
+
+    encoded_ops = True
+
+    def __init__(self):
+        super().__init__()
+        self.encoded = 0  # how many ops came encoded
+
+    def log(self, op):
+        if type(op) is bytes:
+            if self.fail_next is not None:
+                exc, self.fail_next = self.fail_next, None
+                raise exc
+            self.encoded += 1
+            self.records.append(op)
+            return len(self.records)
+        return super().log(op)
+
+
 def replay(ops, clock):
     """A fresh store rebuilt from the op log alone."""
     store = Store(clock=clock)
