@@ -45,7 +45,7 @@ from gevent import getcurrent as _getcurrent
 
 from .disk import Disk
 from .errors import WalClosed, WalDiskFull, WalError, WalIOError
-from .record import BODY_PREFIX, HEADER, MAGIC, VERSION, Encoder
+from .record import BODY_PREFIX, HEADER, HEADER_SIZE, MAGIC, VERSION, Encoder
 from .segment import FILE_HEADER, segment_name
 from .wal_thread import WalThread
 
@@ -247,15 +247,19 @@ class Journal:
             group = new_group = _Group(seg, self._time() - self._monotonic())
         # record.Encoder.encode, inlined (one Python call less per record).
         body = _prefix(VERSION, lsn, group.offset) + self._pack(op)
-        rec = _header(MAGIC, len(body), _crc32(body)) + body
-        size = len(rec)
+        length = len(body)
+        size = HEADER_SIZE + length
         end = seg.end + size
         if end > seg.reserved:
             self._reserve(seg, size)  # may raise WalDiskFull: nothing changed yet
         seg.end = end
         if new_group is not None:
             pending.append(new_group)
-        group.chunks.append(rec)
+        # Header and body go into the group as two pieces (joined once per batch): no
+        # per-record concatenation.
+        chunks = group.chunks
+        chunks.append(_header(MAGIC, length, _crc32(body)))
+        chunks.append(body)
         group.last_lsn = self.lsn = lsn
         logged = self._logged = self._logged + size
         if logged >= self._threshold_at:
