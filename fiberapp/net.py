@@ -79,6 +79,9 @@ class Stream:
     either re-arms itself for that deadline or, if it has passed, throws NetTimeout into
     the waiting fiber.
 
+    read_line() returns a line that arrives alone and whole (an answer in a
+    request/answer protocol) straight from the socket, not through the buffer.
+
     The wait for readability is the stream's own io watcher, started at the first wait
     and left running between waits (gevent's hub.wait starts and stops one per wait: when
     the stop and the next start fall in different loop iterations, libev re-adds the fd
@@ -148,6 +151,15 @@ class Stream:
         """Read what is available into the buffer; False at end of stream."""
         if self._eof:
             return False
+        data = self._recv()
+        if not data:
+            self._eof = True
+            return False
+        self._buf += data
+        return True
+
+    def _recv(self):
+        """The next bytes from the socket (b"" at end of stream), waiting for them."""
         raw = self._raw
         if raw is None:
             try:
@@ -170,11 +182,7 @@ class Stream:
                 except OSError as exc:
                     raise ConnectionClosed(f"{self.peer}: {exc}") from exc
             self._drained = len(data) < RECV_SIZE
-        if not data:
-            self._eof = True
-            return False
-        self._buf += data
-        return True
+        return data
 
     def _wait_readable(self):
         timeout = self.read_timeout
@@ -234,6 +242,17 @@ class Stream:
 
     def read_line(self):
         """The next line without its terminator, or None at a clean end of stream."""
+        if not self._buf and not self._eof:
+            # Request/answer protocols: nothing is buffered and the answer arrives as one
+            # whole line. Return it straight from the socket, not through the buffer.
+            data = self._recv()
+            if not data:
+                self._eof = True
+                return None
+            end = len(data) - 1
+            if data.find(b"\n") == end and end <= self.max_line:
+                return data[:-2] if data.endswith(b"\r\n") else data[:-1]
+            self._buf += data  # anything else: the general way
         start = 0
         while True:
             end = self._buf.find(b"\n", start)

@@ -232,3 +232,32 @@ def test_the_read_watcher_runs_from_wait_to_wait_and_stops_when_nobody_reads(pai
     assert stream.read_line() == b"unasked"
     stream.close()
     assert stream._watcher is None
+
+
+def test_a_whole_line_answer_skips_the_buffer_and_every_other_shape_reads_the_same(pair, monkeypatch):
+    stream, peer = pair
+    stream.max_line = 16
+
+    def no_fill():
+        raise AssertionError("a whole one-line answer went through the buffer")
+
+    with monkeypatch.context() as m:
+        m.setattr(stream, "_fill", no_fill)
+        for sent, line in [(b"ok\n", b"ok"), (b"ok\r\n", b"ok"), (b"\n", b""), (b"\r\n", b""),
+                           (b"x" * 16 + b"\n", b"x" * 16)]:
+            peer.sendall(sent)
+            assert stream.read_line() == line
+    peer.sendall(b"one\ntwo\r\n")  # two lines at once: one by one, through the buffer
+    assert stream.read_line() == b"one"
+    assert stream.read_line() == b"two"
+    peer.sendall(b"par")  # a line in pieces
+    reader = gevent.spawn(stream.read_line)
+    wait_for(lambda: stream._waiter is not None, what="the reader to wait for the rest")
+    peer.sendall(b"tial\n")
+    assert reader.get(timeout=5) == b"partial"
+    peer.sendall(b"y" * 17 + b"\n")  # over max_line, in one piece
+    with pytest.raises(net.FrameTooLarge):
+        stream.read_line()
+    stream._buf.clear()
+    peer.close()
+    assert stream.read_line() is None  # a clean end of stream
