@@ -590,10 +590,11 @@ class Journal:
             try:
                 wake.pop().switch(error)
             except BaseException as exc:  # (a raw greenlet that died raising: the hub is
-                failure = exc             # its parent) the others still get their wake-up
+                failure = exc             # its parent) the others still get their wake-up,
+                                          # and _flushed its end
         self._wake_error = None
-        if failure is not None:
-            raise failure
+        if failure is not None:  # reported as the hub reports a failed callback, after
+            self._hub.handle_error(self, type(failure), failure, failure.__traceback__)
 
     def _timed_out(self, batch):
         batch.expired = True
