@@ -38,8 +38,8 @@ class PutMixin:
                     # no default fields: no utube either (a utube tube's defaults hold "")
                     rec = records.put(store._next_id, data, now)
                 else:
-                    rec = {"op": "put", "tube": self.name, "id": store._next_id, "data": data,
-                           "created_at": now}
+                    rec = {"op": "put", "tube": self.name, "id": store._next_id, "created_at": now,
+                           "data": data}  # the keys in OpRecords.put's order
                     if self._def_fields is not None:
                         rec.update(self._def_fields)
                         if ttl is not None:

@@ -191,7 +191,7 @@ class Store(ApplyMixin, WaitingMixin, SnapshotMixin):
             tube._fire(task, event)
 
     def _take_one(self, tube, task, session, now, wait=True):
-        op = {"op": "take", "tube": tube.name, "id": task.id, "session": session, "taken_at": now}
+        op = {"op": "take", "tube": tube.name, "id": task.id, "taken_at": now, "session": session}
         ttr = task.ttr
         if ttr is not None:  # None is left out (see queues.ops)
             op["ttr_at"] = now + ttr

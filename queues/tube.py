@@ -111,8 +111,8 @@ class Tube(PutMixin):
                         if records is not None and ttr_at is None:
                             token = store._log(records.take(task.id, session, now))
                         else:
-                            op = {"op": "take", "tube": self.name, "id": task.id,
-                                  "session": session, "taken_at": now}
+                            op = {"op": "take", "tube": self.name, "id": task.id,  # as OpRecords.take
+                                  "taken_at": now, "session": session}
                             if ttr_at is not None:  # None is left out (see queues.ops)
                                 op["ttr_at"] = ttr_at
                             token = store._log(op)

@@ -52,15 +52,17 @@ class Encoder:
 # -- encoded hot ops ------------------------------------------------------------------------
 
 _packb = msgpack.Packer(use_bin_type=True).pack
-_UINT32 = struct.Struct(">BI").pack
-_UINT16 = struct.Struct(">BH").pack
-_UINT8 = struct.Struct(">BB").pack
-_FIXINT = struct.Struct(">B").pack
-_BIN8_HEAD = struct.Struct(">6sB").pack           # "data" key, bin 8 marker, length
-_FLOAT_ENTRY = struct.Struct(">10sd").pack        # a fixstr key of 8 bytes, float 64 marker, value
-_CREATED_ENTRY = struct.Struct(">12sd").pack      # the same for "created_at" (10 bytes)
-_sessions = {}  # session name -> b"\xa7session" + its packed form, for OpRecords.take
+# msgpack's forms of a non-negative int below 2**32, smallest first: (marker, struct code)
+_UINT_FORMS = ((b"", "B"), (b"\xcc", "B"), (b"\xcd", "H"), (b"\xce", "I"))
+_sessions = {}  # session name -> its packed form, for OpRecords.take
 _SESSIONS_KEPT = 4096  # then it starts again (names come and go with fibers)
+
+
+def _by_uint_form(head, rest):
+    """For each of _UINT_FORMS: (pack, head + marker), pack a Struct that packs head, the
+    id in that form, then ``rest`` (struct codes of what follows the id)."""
+    return tuple((struct.Struct(">%ds%s%s" % (len(head) + len(marker), code, rest)).pack, head + marker)
+                 for marker, code in _UINT_FORMS)
 
 
 class OpRecords:
@@ -71,10 +73,12 @@ class OpRecords:
     ``msgpack.Packer(use_bin_type=True).pack`` gives for the dict the store would build
     (same keys in the same order, msgpack's own smallest int and str forms; a test holds
     them to it), so the WAL's records, recovery and ``wal cat`` do not change. They spare
-    the op dict and the generic packer: the constant part (map header, "op", "tube" and
-    the tube's name, the "id" key) is packed once per tube, the rest with struct. What the
-    common cases do not cover (an id of 2**32 or more, str or longer data) goes through the
-    dict and the packer, so the result is the same whatever the op.
+    the op dict and the generic packer: everything up to the id (map header, "op", "tube",
+    the tube's name, the "id" key and the id's marker) is packed once per tube and id
+    form, and one struct call packs it with the id and the fixed-size fields after it;
+    the one variable-size field (data, session) comes last, appended. What this does not
+    cover (an id of 2**32 or more, str or longer data, a time that is not a float) goes
+    through the dict and the packer, so the result is the same whatever the op.
 
     ``tid`` is a task id (a positive int). The store uses these only for ops whose dict
     would hold no other key (see PutMixin.put, Tube.take, Tube.ack).
@@ -85,45 +89,34 @@ class OpRecords:
     def __init__(self, tube):
         self.tube = tube
         name = _packb(tube)
-        self._put = b"\x85\xa2op\xa3put\xa4tube" + name + b"\xa2id"
-        self._take = b"\x85\xa2op\xa4take\xa4tube" + name + b"\xa2id"
-        self._ack = b"\x83\xa2op\xa3ack\xa4tube" + name + b"\xa2id"
-
-    # Each method writes the id out (msgpack's uint forms, smallest first): a helper would
-    # cost a Python call per record, the price of what this class saves.
+        self._put = _by_uint_form(b"\x85\xa2op\xa3put\xa4tube" + name + b"\xa2id", "12sd6sB")
+        self._take = _by_uint_form(b"\x85\xa2op\xa4take\xa4tube" + name + b"\xa2id", "10sd")
+        self._ack = _by_uint_form(b"\x83\xa2op\xa3ack\xa4tube" + name + b"\xa2id", "")
 
     def put(self, tid, data, created_at):
-        """{"op": "put", "tube": tube, "id": tid, "data": data, "created_at": created_at}"""
+        """{"op": "put", "tube": tube, "id": tid, "created_at": created_at, "data": data}"""
         if tid < 4294967296 and type(data) is bytes and len(data) < 256 and type(created_at) is float:
-            return b"".join((
-                self._put,
-                _UINT32(0xce, tid) if tid > 65535 else _UINT16(0xcd, tid) if tid > 255 else
-                _UINT8(0xcc, tid) if tid > 127 else _FIXINT(tid),
-                _BIN8_HEAD(b"\xa4data\xc4", len(data)), data,
-                _CREATED_ENTRY(b"\xaacreated_at\xcb", created_at)))
-        return _packb({"op": "put", "tube": self.tube, "id": tid, "data": data, "created_at": created_at})
+            pack, head = self._put[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
+            return pack(head, tid, b"\xaacreated_at\xcb", created_at, b"\xa4data\xc4", len(data)) + data
+        return _packb({"op": "put", "tube": self.tube, "id": tid, "created_at": created_at, "data": data})
 
     def take(self, tid, session, taken_at):
-        """{"op": "take", "tube": tube, "id": tid, "session": session, "taken_at": taken_at}"""
-        packed = _sessions.get(session)
-        if packed is None:
-            if len(_sessions) >= _SESSIONS_KEPT:
-                _sessions.clear()
-            packed = _sessions[session] = b"\xa7session" + _packb(session)
+        """{"op": "take", "tube": tube, "id": tid, "taken_at": taken_at, "session": session}"""
         if tid < 4294967296 and type(taken_at) is float:
-            return b"".join((
-                self._take,
-                _UINT32(0xce, tid) if tid > 65535 else _UINT16(0xcd, tid) if tid > 255 else
-                _UINT8(0xcc, tid) if tid > 127 else _FIXINT(tid),
-                packed, _FLOAT_ENTRY(b"\xa8taken_at\xcb", taken_at)))
-        return _packb({"op": "take", "tube": self.tube, "id": tid, "session": session, "taken_at": taken_at})
+            packed = _sessions.get(session)
+            if packed is None:
+                if len(_sessions) >= _SESSIONS_KEPT:
+                    _sessions.clear()
+                packed = _sessions[session] = b"\xa7session" + _packb(session)
+            pack, head = self._take[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
+            return pack(head, tid, b"\xa8taken_at\xcb", taken_at) + packed
+        return _packb({"op": "take", "tube": self.tube, "id": tid, "taken_at": taken_at, "session": session})
 
     def ack(self, tid):
         """{"op": "ack", "tube": tube, "id": tid}"""
         if tid < 4294967296:
-            return self._ack + (
-                _UINT32(0xce, tid) if tid > 65535 else _UINT16(0xcd, tid) if tid > 255 else
-                _UINT8(0xcc, tid) if tid > 127 else _FIXINT(tid))
+            pack, head = self._ack[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
+            return pack(head, tid)
         return _packb({"op": "ack", "tube": self.tube, "id": tid})
 
 

@@ -78,10 +78,10 @@ _times = st.one_of(st.floats(allow_nan=False), st.integers(0, 10**6))
        session=_names, at=_times)
 def test_op_records_are_the_packers_bytes(name, tid, data, session, at):
     records = OpRecords(name)
-    assert records.put(tid, data, at) == _pack({"op": "put", "tube": name, "id": tid, "data": data,
-                                                "created_at": at})
+    assert records.put(tid, data, at) == _pack({"op": "put", "tube": name, "id": tid, "created_at": at,
+                                                "data": data})
     assert records.take(tid, session, at) == _pack({"op": "take", "tube": name, "id": tid,
-                                                    "session": session, "taken_at": at})
+                                                    "taken_at": at, "session": session})
     assert records.ack(tid) == _pack({"op": "ack", "tube": name, "id": tid})
 
 
