@@ -54,6 +54,10 @@ class Encoder:
 _packb = msgpack.Packer(use_bin_type=True).pack
 # msgpack's forms of a non-negative int below 2**32, smallest first: (marker, struct code)
 _UINT_FORMS = ((b"", "B"), (b"\xcc", "B"), (b"\xcd", "H"), (b"\xce", "I"))
+# The "data" key and the header of a value of n bytes, n < 256: bin (bytes) and str forms
+_BIN_HEADS = tuple(b"\xa4data\xc4" + bytes((n,)) for n in range(256))
+_STR_HEADS = tuple(b"\xa4data" + (bytes((0xa0 | n,)) if n < 32 else b"\xd9" + bytes((n,))) for n in range(256))
+_DATA16 = struct.Struct(">5sBH").pack  # the "data" key, bin 16 / str 16 marker, length
 _sessions = {}  # session name -> its packed form, for OpRecords.take
 _SESSIONS_KEPT = 4096  # then it starts again (names come and go with fibers)
 
@@ -77,27 +81,43 @@ class OpRecords:
     the tube's name, the "id" key and the id's marker) is packed once per tube and id
     form, and one struct call packs it with the id and the fixed-size fields after it;
     the one variable-size field (data, session) comes last, appended. What this does not
-    cover (an id of 2**32 or more, str or longer data, a time that is not a float) goes
-    through the dict and the packer, so the result is the same whatever the op.
+    cover (an id of 2**32 or more, data other than bytes or str or of 64 KiB or more, a
+    time that is not a float) goes through the dict and the packer, so the result is the
+    same whatever the op.
 
     ``tid`` is a task id (a positive int). The store uses these only for ops whose dict
     would hold no other key (see PutMixin.put, Tube.take, Tube.ack).
     """
 
-    __slots__ = ("tube", "_put", "_take", "_ack")
+    __slots__ = ("tube", "_put_bin8", "_put", "_take", "_ack")
 
     def __init__(self, tube):
         self.tube = tube
         name = _packb(tube)
-        self._put = _by_uint_form(b"\x85\xa2op\xa3put\xa4tube" + name + b"\xa2id", "12sd6sB")
+        put = b"\x85\xa2op\xa3put\xa4tube" + name + b"\xa2id"
+        self._put_bin8 = _by_uint_form(put, "12sd6sB")  # created_at, and the header of bin 8 data
+        self._put = _by_uint_form(put, "12sd")
         self._take = _by_uint_form(b"\x85\xa2op\xa4take\xa4tube" + name + b"\xa2id", "10sd")
         self._ack = _by_uint_form(b"\x83\xa2op\xa3ack\xa4tube" + name + b"\xa2id", "")
 
     def put(self, tid, data, created_at):
         """{"op": "put", "tube": tube, "id": tid, "created_at": created_at, "data": data}"""
-        if tid < 4294967296 and type(data) is bytes and len(data) < 256 and type(created_at) is float:
-            pack, head = self._put[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
-            return pack(head, tid, b"\xaacreated_at\xcb", created_at, b"\xa4data\xc4", len(data)) + data
+        if tid < 4294967296 and type(created_at) is float:
+            kind = type(data)
+            if kind is bytes and len(data) < 256:  # the commonest: one struct call, one concatenation
+                pack, head = self._put_bin8[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
+                return pack(head, tid, b"\xaacreated_at\xcb", created_at, b"\xa4data\xc4", len(data)) + data
+            if kind is bytes:
+                raw, heads, marker16 = data, _BIN_HEADS, 0xc5
+            elif kind is str:
+                raw, heads, marker16 = data.encode(), _STR_HEADS, 0xda
+            else:
+                raw = None
+            if raw is not None and len(raw) < 65536:
+                n = len(raw)
+                pack, head = self._put[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
+                return b"".join((pack(head, tid, b"\xaacreated_at\xcb", created_at),
+                                 heads[n] if n < 256 else _DATA16(b"\xa4data", marker16, n), raw))
         return _packb({"op": "put", "tube": self.tube, "id": tid, "created_at": created_at, "data": data})
 
     def take(self, tid, session, taken_at):

@@ -74,7 +74,9 @@ _times = st.one_of(st.floats(allow_nan=False), st.integers(0, 10**6))
 
 
 @settings(max_examples=300, deadline=None)
-@given(name=_names, tid=_ids, data=st.one_of(st.binary(max_size=300), st.text(max_size=40)),
+@given(name=_names, tid=_ids, data=st.one_of(st.binary(max_size=300), st.text(max_size=300),
+                                             st.sampled_from([b"b" * 65535, b"b" * 65536, "s" * 65535,
+                                                              "s" * 65536, "é" * 200, 7, None])),
        session=_names, at=_times)
 def test_op_records_are_the_packers_bytes(name, tid, data, session, at):
     records = OpRecords(name)
