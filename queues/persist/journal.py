@@ -113,6 +113,11 @@ class _Batch:
 
 
 class Journal:
+    # log(op) takes an op dict or its msgpack encoding (bytes, exactly what the packer
+    # would give: record.OpRecords builds the store's common put / take / ack that way,
+    # without the dict); the store adapter passes such encoders to a journal declaring it.
+    encoded_ops = True
+
     # __slots__: Journal has more attributes than CPython keeps in a shared-key instance
     # dict (30), past which every self.x on the hot path is a hashed lookup; slots make
     # them fixed offsets (-4% instructions per logged record, cachegrind).
@@ -211,7 +216,8 @@ class Journal:
             if seg is None or self._rotate or seg.end >= self.max_size:
                 seg = self._new_segment(lsn)
             # record.Encoder.encode, inlined (one Python call less per record).
-            body = _prefix(VERSION, lsn, self._time() - self._monotonic()) + self._pack(op)
+            body = _prefix(VERSION, lsn, self._time() - self._monotonic()) + (
+                op if op.__class__ is bytes else self._pack(op))
             rec = _header(MAGIC, len(body), _crc32(body)) + body
             start = seg.end
             end = start + len(rec)
@@ -246,7 +252,7 @@ class Journal:
             # One wall-clock offset per batch: its records are microseconds apart.
             group = new_group = _Group(seg, self._time() - self._monotonic())
         # record.Encoder.encode, inlined (one Python call less per record).
-        body = _prefix(VERSION, lsn, group.offset) + self._pack(op)
+        body = _prefix(VERSION, lsn, group.offset) + (op if op.__class__ is bytes else self._pack(op))
         length = len(body)
         size = HEADER_SIZE + length
         end = seg.end + size
