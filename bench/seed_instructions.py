@@ -9,8 +9,9 @@ request/answer to the C delay server (answering after 5 ms). Each server runs un
 ``valgrind --tool=callgrind`` on CPU 0 (delay server and client on CPU 1); a closed-loop
 keep-alive client (--conns connections, one request in flight on each) sends 1,000 warm-up
 requests (at least one per connection), the counters are zeroed (callgrind_control -z),
---requests more are sent on the same connections and the counters dumped (-d). Printed: instructions per request (system calls: count them with
-``strace -c -f -p PID`` on a native run; under valgrind its own polling calls mix in).
+--requests more are sent on the same connections and the counters dumped (-d). Printed: instructions per request. ``--syscalls`` runs the server
+natively instead and counts its system calls during the counted requests with
+``strace -c -f -p PID`` (under valgrind its own polling calls would mix in).
 
 - ``fiberapp``: ``fiberapp run bench/seed_experiment.py`` (the app as deployed: metrics
   registry, CPU accounting, watchdog);
@@ -28,6 +29,7 @@ import argparse
 import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -132,6 +134,8 @@ def count_server(kind, args, tmp, delay_port, n_work):
         target = [os.path.join(VENV_BIN, "fiberapp"), "run", os.path.join(ROOT, "bench", "seed_experiment.py"),
                   "--config", cfg, "--listen", f"127.0.0.1:{port}", "--data-dir", data]
         path = "/seed"
+    if args.syscalls:
+        return count_syscalls(target, path, port, env, args)
     cmd = ["taskset", "-c", str(args.server_cpu), "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            "--dump-instr=no"] + target
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,6 +167,40 @@ def count_server(kind, args, tmp, delay_port, n_work):
             proc.kill()
             proc.wait()
     return ir / args.requests
+
+
+def count_syscalls(target, path, port, env, args):
+    """--syscalls: the server runs natively; strace -c -f counts its system calls during
+    the counted requests. Returns {syscall: (calls, errors) per request}."""
+    proc = subprocess.Popen(["taskset", "-c", str(args.server_cpu)] + target, env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = os.path.join(tempfile.mkdtemp(), "strace.txt")
+    try:
+        wait_port(port, proc)
+        client = Client(port, path, args.conns)
+        client.drive(max(2000, args.conns))
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(proc.pid), "-o", out],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # strace attaches to every thread before the counted requests
+        client.drive(args.requests)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(60)
+        client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                errors = int(parts[4]) if len(parts) == 6 else 0
+                counts[parts[-1]] = (int(parts[3]) / args.requests, errors / args.requests)
+    return counts
 
 
 PAGE_LOOP = "import sys; from bench.seed_experiment import work, page_body\nfor _ in range({n}): page_body(work({w}))"
@@ -238,6 +276,8 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="LINE",
                    help="a top-level line added to fiberapp's config, e.g. 'cpu_accounting = false' (repeatable)")
     p.add_argument("--keep", metavar="DIR", help="keep the callgrind dumps in DIR (for callgrind_annotate)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count system calls instead (native run under strace -c -f; try --requests 20000)")
     p.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_bare:
@@ -253,7 +293,17 @@ def main(argv=None):
         try:
             for kind in kinds:
                 if kind == "page":
+                    if args.syscalls:
+                        continue
                     results[kind] = count_page(n_work)
+                elif args.syscalls:
+                    counts = count_server(kind, args, tmp, dport, n_work)
+                    total = sum(c for c, _ in counts.values())
+                    print(f"{kind:9s} {total:6.2f} system calls/request: " + ", ".join(
+                        f"{name} {c:.3f}" + (f" ({e:.3f} failing)" if e else "")
+                        for name, (c, e) in sorted(counts.items(), key=lambda kv: -kv[1][0]) if c >= 0.001),
+                        flush=True)
+                    continue
                 else:
                     results[kind] = count_server(kind, args, tmp, dport, n_work)
                 print(f"{kind:9s} {results[kind]:10,.0f} instructions/request", flush=True)
