@@ -19,62 +19,69 @@ class PutMixin:
         if self._dropped:
             raise NoSuchTube(self.name)
         kind = type(data)
-        if (pri is None and ttl is None and ttr is None and delay is None and key is None
+        # The general case is the short branch here (its own method): Python 3.11
+        # specialises a comparison (the int one of the size check) only when the jump after
+        # it is short, and a long body after it left it generic (~150 instructions a put).
+        if not (pri is None and ttl is None and ttr is None and delay is None and key is None
                 and (utube is None or (type(utube) is str and self._def_utube is not None
                                        and len(utube) <= 1024))
                 and not self.driver.capacity
                 and (kind is bytes or (kind is str and data.isascii()))
                 and len(data) <= store.max_task_size):
-            # The common case, kept lean: defaults only (bar a str utube on a tube that has
-            # them), data that needs no conversion; the same task _prepare/_timed would give.
-            now = store._now()
-            ttl = self._def_ttl
-            if utube is None:
-                utube = self._def_utube
-            token = None
-            if store._journaled:
-                records = self._records
-                if records is not None and self._def_fields is None:
-                    # no default fields: no utube either (a utube tube's defaults hold "")
-                    rec = records.put(store._next_id, data, now)
-                else:
-                    rec = {"op": "put", "tube": self.name, "id": store._next_id, "created_at": now,
-                           "data": data}  # the keys in OpRecords.put's order
-                    if self._def_fields is not None:
-                        rec.update(self._def_fields)
-                        if ttl is not None:
-                            rec["expires_at"] = now + ttl
-                    if utube:
-                        rec["utube"] = utube
-                token = store._log(rec)  # may raise (WAL full, I/O): then nothing is applied
-            # Straight to the transition _apply_put(rec) would make (replay builds the same
-            # task from rec through _new_task): no op dict to read back, no tube lookup.
-            task = store._put_task(self, Task(
-                store._next_id, self.name, READY, data, self._def_pri, ttl, self._def_ttr,
-                None, utube, None, now, None, None if ttl is None else now + ttl, store.clock))
-            if self._waiters:
-                store._notify(self, 1)
-            if self._hooks:
-                self._fire(task, "put")
-            if token is not None:
-                store._journal_wait(token)
-            return task
-        else:
-            rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
+            return self._put_checked(data, pri, ttl, ttr, delay, utube, key, timeout)
+        # The common case, kept lean: defaults only (bar a str utube on a tube that has
+        # them), data that needs no conversion; the same task _prepare/_timed would give.
+        now = store._now()
+        ttl = self._def_ttl
+        if utube is None:
+            utube = self._def_utube
+        token = None
+        if store._journaled:
+            records = self._records
+            if records is not None and self._def_fields is None:
+                # no default fields: no utube either (a utube tube's defaults hold "")
+                rec = records.put(store._next_id, data, now)
+            else:
+                rec = {"op": "put", "tube": self.name, "id": store._next_id, "created_at": now,
+                       "data": data}  # the keys in OpRecords.put's order
+                if self._def_fields is not None:
+                    rec.update(self._def_fields)
+                    if ttl is not None:
+                        rec["expires_at"] = now + ttl
+                if utube:
+                    rec["utube"] = utube
+            token = store._log(rec)  # may raise (WAL full, I/O): then nothing is applied
+        # Straight to the transition _apply_put(rec) would make (replay builds the same
+        # task from rec through _new_task): no op dict to read back, no tube lookup.
+        task = store._put_task(self, Task(
+            store._next_id, self.name, READY, data, self._def_pri, ttl, self._def_ttr,
+            None, utube, None, now, None, None if ttl is None else now + ttl, store.clock))
+        if self._waiters:
+            store._notify(self, 1)
+        if self._hooks:
+            self._fire(task, "put")
+        if token is not None:
+            store._journal_wait(token)
+        return task
+
+    def _put_checked(self, data, pri, ttl, ttr, delay, utube, key, timeout):
+        """put() with options, unique keys, a capacity, or data to check or convert."""
+        store = self.store
+        rec = self._prepare(data, pri, ttl, ttr, delay, utube, key)
+        if key is not None:
+            existing = self._existing(key)
+            if existing is not None:
+                return existing
+        if self.driver.capacity and len(self._tasks) >= self.driver.capacity:
+            store._wait_space(self, 1, timeout)
             if key is not None:
                 existing = self._existing(key)
                 if existing is not None:
                     return existing
-            if self.driver.capacity and len(self._tasks) >= self.driver.capacity:
-                store._wait_space(self, 1, timeout)
-                if key is not None:
-                    existing = self._existing(key)
-                    if existing is not None:
-                        return existing
-            rec = self._timed(rec, store.clock.monotonic())
-            rec["op"] = "put"
-            rec["tube"] = self.name
-            rec["id"] = store._next_id
+        rec = self._timed(rec, store.clock.monotonic())
+        rec["op"] = "put"
+        rec["tube"] = self.name
+        rec["id"] = store._next_id
         token = store._log(rec)
         task = store._apply_put(rec)
         if task.state == READY and self._waiters:
