@@ -99,6 +99,7 @@ class App:
             # The recovered store and the libraries stay for the process's life: later full
             # collections skip them (fiber scripts load after, so reload still frees theirs).
             log.info("heap frozen after recovery: %d objects", heap.freeze_startup())
+        heap.set_young_threshold(cfg.gc_young_threshold)
         self.pg, self.pgs, self.redis = wiring.open_databases(self)
         for path in self._script_paths():
             self.scripts.append(load_script(self, path))

@@ -92,6 +92,7 @@ SCHEMA = {k.name: k for k in (
     # (from the first `fiberapp top` / GET of the fiber rows until nobody looked for 60 s)
     Key("cpu_accounting", "accounting", "on-demand"),
     Key("gc_freeze", bool, True),        # freeze the heap after recovery (see runtime.heap)
+    Key("gc_young_threshold", int, 10_000, _at_least(0)),  # 0: CPython's own (700)
     Key("max_task_size", int, 1 << 20, _at_least(1)),
     Key("wal_max_size", int, 64 << 20, _at_least(4096)),
     Key("checkpoint_interval", float, 3600.0, _at_least(0)),

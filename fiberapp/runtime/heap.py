@@ -9,7 +9,8 @@ freed by reference counting when they die (the store leaves no cycles behind a f
 task); only a cycle made purely of frozen objects would stay, which is the price CPython
 documents for freezing.
 
-It also raises the young generation's threshold from CPython's 700 to YOUNG_THRESHOLD.
+``set_young_threshold()`` raises the young generation's threshold from CPython's 700
+(the server's ``gc_young_threshold``, default YOUNG_THRESHOLD; separate from the freeze).
 A young collection runs when allocations of tracked objects outnumber deallocations by
 the threshold. A server in a steady state frees about what it allocates, but the number
 of objects held by requests in flight swings with their number: at 100 concurrent
@@ -25,14 +26,18 @@ import gc
 YOUNG_THRESHOLD = 10_000  # CPython's default is 700
 
 
-def freeze_startup(young_threshold=YOUNG_THRESHOLD):
-    """Freeze every object alive now and raise the young generation's threshold (the
-    older generations' stay); returns how many objects are frozen in all."""
+def freeze_startup():
+    """Freeze every object alive now; returns how many objects are frozen in all."""
     gc.freeze()
+    return gc.get_freeze_count()
+
+
+def set_young_threshold(young_threshold=YOUNG_THRESHOLD):
+    """Set the young generation's threshold (the older generations' stay); 0 leaves
+    CPython's as it is."""
     if young_threshold:
         _, middle, old = gc.get_threshold()
         gc.set_threshold(young_threshold, middle, old)
-    return gc.get_freeze_count()
 
 
 def frozen():

@@ -369,3 +369,15 @@ def test_heap_is_frozen_after_recovery_unless_turned_off(server, setting, frozen
     count = int(out.stdout.strip())
     assert (count > 0) is frozen, count
     assert ("heap frozen after recovery" in s.log()) is frozen
+
+
+@pytest.mark.parametrize("setting, young", [(None, 10_000), ("2500", 2500), ("0", 700)])
+def test_young_generation_threshold_is_set_at_start(server, setting, young):
+    env = {"FIBERAPP_GC_FREEZE": "false"}  # the threshold does not depend on the freeze
+    if setting is not None:
+        env["FIBERAPP_GC_YOUNG_THRESHOLD"] = setting
+    s = server(env=env)
+    s.start()
+    out = cli("console", "-d", s.data_dir, "-e", "__import__('gc').get_threshold()[0]")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == young

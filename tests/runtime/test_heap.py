@@ -14,17 +14,25 @@ def restore_gc():
     gc.unfreeze()
 
 
-def test_freeze_startup_freezes_and_raises_only_the_young_threshold(restore_gc):
+def test_freeze_startup_freezes_and_leaves_the_thresholds(restore_gc):
     gc.set_threshold(700, 10, 10)
     kept = [object(), {"a": [1, 2]}]
     count = heap.freeze_startup()
     assert count == heap.frozen() > 0
+    assert gc.get_threshold() == (700, 10, 10)
+    assert kept
+
+
+def test_set_young_threshold_raises_only_the_young_one(restore_gc):
+    gc.set_threshold(700, 10, 10)
+    heap.set_young_threshold()
     assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, 10, 10)
     assert heap.YOUNG_THRESHOLD > 700
-    assert kept
+    heap.set_young_threshold(2500)
+    assert gc.get_threshold() == (2500, 10, 10)
 
 
 def test_a_young_threshold_of_zero_leaves_the_collector_alone(restore_gc):
     gc.set_threshold(700, 10, 10)
-    heap.freeze_startup(young_threshold=0)
+    heap.set_young_threshold(0)
     assert gc.get_threshold() == (700, 10, 10)
