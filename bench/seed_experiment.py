@@ -217,21 +217,23 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def calibrate(target_us=17.0):
-    """The n for which work(n) takes ~target_us here (median of 5 timings)."""
-    def cost(n, reps=2000):
-        samples = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                work(n)
-            samples.append((time.perf_counter() - t0) / reps * 1e6)
-        return statistics.median(samples)
+def work_cost(n, reps=2000):
+    """Microseconds work(n) takes here (median of 5 timings)."""
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            work(n)
+        samples.append((time.perf_counter() - t0) / reps * 1e6)
+    return statistics.median(samples)
 
+
+def calibrate(target_us=17.0):
+    """The n for which work(n) takes ~target_us here, and that cost."""
     n = 10
     for _ in range(3):  # the cost is not quite linear in n (a fixed part): converge
-        n = max(1, round(n * target_us / cost(n)))
-    return n, cost(n)
+        n = max(1, round(n * target_us / work_cost(n)))
+    return n, work_cost(n)
 
 
 def build_delayd(tmp):
@@ -432,7 +434,7 @@ def main(argv=None):
     waits = args.waits.split(",")
 
     if args.work_n:
-        n_work, work_us = args.work_n, float("nan")
+        n_work, work_us = args.work_n, work_cost(args.work_n)  # timed, not chosen
     else:
         n_work, work_us = calibrate()
     log(f"work({n_work}) = {work_us:.1f} us of Python here")
