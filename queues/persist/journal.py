@@ -35,6 +35,7 @@ failed records from the last durable offset and fsyncs. When it succeeds, memory
 disk agree again and writes resume.
 """
 import collections
+import copy
 import errno
 import os
 import time as _time
@@ -321,7 +322,9 @@ class Journal:
             self._forget(fiber)
             raise
         if error is not None:
-            raise error
+            # A copy per waiter: one instance raised in many fibers would pile up their
+            # tracebacks (and keep their frames alive) on the shared object.
+            raise copy.copy(error)
 
     def _forget(self, fiber):
         for waiters in (self._waiters, self._inflight.waiters if self._inflight else (), self._wake):
@@ -595,9 +598,11 @@ class Journal:
         while wake:
             try:
                 wake.pop().switch(error)
-            except BaseException as exc:  # (a raw greenlet that died raising: the hub is
-                failure = exc             # its parent) the others still get their wake-up,
-                                          # and _flushed its end
+            except Exception as exc:  # (a raw greenlet that died raising: the hub is its
+                failure = exc         # parent) the others still get their wake-up, and
+                                      # _flushed its end. Not BaseException: what is
+                                      # thrown into the hub itself (HubDestroyed,
+                                      # GreenletExit) must stop the loop here.
         self._wake_error = None
         if failure is not None:  # reported as the hub reports a failed callback, after
             self._hub.handle_error(self, type(failure), failure, failure.__traceback__)
@@ -605,9 +610,7 @@ class Journal:
     def _timed_out(self, batch):
         batch.expired = True
         waiters, batch.waiters = batch.waiters, []
-        error = WalError(f"WAL commit did not complete within {self.commit_timeout} s")
-        for waiter in waiters:
-            waiter.switch(error)
+        self._wake_waiters(waiters, WalError(f"WAL commit did not complete within {self.commit_timeout} s"))
 
     def _break(self, exc, failed):
         self.write_errors += 1
@@ -730,9 +733,7 @@ class Journal:
         """In the hub (parked fibers are switched from there): the fibers waiting for
         records that will not be written, the journal being closed, get WalClosed."""
         waiters, self._waiters = self._waiters, []
-        error = WalClosed("the WAL was closed before this record was written")
-        for waiter in waiters:
-            waiter.switch(error)
+        self._wake_waiters(waiters, WalClosed("the WAL was closed before this record was written"))
 
     def _close_files(self):
         seg, self._seg = self._seg, None
