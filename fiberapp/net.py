@@ -29,6 +29,7 @@ Contracts:
 import logging
 import socket
 import struct
+import weakref
 from time import monotonic
 
 import gevent
@@ -63,6 +64,23 @@ class ConnectionClosed(NetError):
 
 class FrameTooLarge(NetError):
     """A line or frame is longer than the stream's limit."""
+
+
+def _on_readable(stream_ref):
+    """A Stream's read watcher fired (in the hub): wake the waiting reader, or, if nobody
+    waits, stop watching until the next wait."""
+    stream = stream_ref()
+    if stream is None:  # being collected: its finalizer closes the watcher
+        return
+    waiter = stream._waiter
+    if waiter is not None:
+        stream._waiter = None
+        del stream  # the hub stays suspended here until the reader parks again
+        waiter.switch()
+    else:
+        watcher = stream._watcher
+        if watcher is not None:
+            watcher.stop()
 
 
 class Stream:
@@ -198,26 +216,24 @@ class Stream:
                 self._arm(timeout)
         watcher = self._watcher
         if watcher is None:
-            watcher = self._watcher = get_hub().loop.io(self._raw.fileno(), 1)
+            fd = self._raw.fileno()
+            if fd < 0:
+                raise ConnectionClosed(f"{self.peer}: the stream is closed")
+            watcher = self._watcher = get_hub().loop.io(fd, 1)
+            # The loop holds the running watcher and its callback's argument, so that is
+            # a weak reference: a Stream dropped without close() is still collected (its
+            # socket closed), and the finalizer closes the watcher with it.
+            self._self_ref = weakref.ref(self)
+            weakref.finalize(self, watcher.close)
         if not watcher.active:
-            watcher.start(self._on_readable)
+            watcher.start(_on_readable, self._self_ref)
+        watcher.ref = True  # a reader waits: the loop must not end under it (LoopExit)
         self._waiter = getcurrent()
         try:
             get_hub().switch()
         finally:
             self._waiter = None
-
-    def _on_readable(self):
-        """The read watcher fired (in the hub): wake the waiting reader, or, if nobody
-        waits, stop watching until the next wait."""
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.switch()
-        else:
-            watcher = self._watcher
-            if watcher is not None:
-                watcher.stop()
+            watcher.ref = False  # left running between reads, it keeps nothing alive
 
     def _arm(self, delay):
         delay = max(delay, 0.0)

@@ -2,7 +2,9 @@
 lazily re-armed read-timeout timer (driven here by hand, with a fake monotonic clock).
 
 The protocol-level tests (framing, limits, TcpServer) are in tests/db/test_net.py."""
+import gc
 import socket
+import weakref
 
 import gevent
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from fiberapp import net
 from fiberapp.net import ConnectionClosed, NetTimeout, Stream
 from tests.waiting import wait_for
+
+GUARD = 30  # seconds: only so that a regression fails instead of hanging
 
 
 def fire(stream):
@@ -261,3 +265,49 @@ def test_a_whole_line_answer_skips_the_buffer_and_every_other_shape_reads_the_sa
     stream._buf.clear()
     peer.close()
     assert stream.read_line() is None  # a clean end of stream
+
+
+def test_a_stream_dropped_without_close_is_collected_and_closes_its_socket():
+    """The running read watcher must not keep the Stream (and its fd) alive: a client a
+    script forgets to close is collected as before, and the peer sees the end. (No
+    read_timeout: a running timer holds the stream until it fires, as it always did.)"""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stream = net.connect(*listener.getsockname(), connect_timeout=2, read_timeout=None)
+    peer, _ = listener.accept()
+    listener.close()
+    try:
+        peer.sendall(b"a\n")
+        stream._drained = True
+        assert stream.read_line() == b"a"
+        watcher = stream._watcher
+        assert watcher is not None and watcher.active
+        gone = weakref.ref(stream)
+        del stream
+        gc.collect()
+        assert gone() is None
+        assert not watcher.active  # closed by the finalizer
+        peer.settimeout(GUARD)
+        assert peer.recv(10) == b""  # the socket was closed with the stream
+    finally:
+        peer.close()
+
+
+def test_an_idle_stream_does_not_keep_the_loop_alive(pair):
+    """Between reads the watcher runs unreferenced: with nothing else to do the loop
+    ends (gevent.wait returns) instead of waiting for the idle connection for ever."""
+    stream, peer = pair
+    peer.sendall(b"a\n")
+    stream._drained = True
+    assert stream.read_line() == b"a"
+    assert stream._watcher.active
+    assert gevent.wait(timeout=GUARD) is True  # returned because the loop emptied
+
+
+def test_reading_a_closed_stream_is_a_typed_error(pair):
+    stream, peer = pair
+    stream._drained = True  # the next read waits for the socket first
+    stream.close()
+    with pytest.raises(ConnectionClosed, match="closed"):
+        stream.read_line()
