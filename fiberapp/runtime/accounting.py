@@ -84,49 +84,39 @@ def add_counters(g):
 class _State:
     """What the hook writes and the watchdog thread reads."""
 
-    __slots__ = ("last", "running", "acc")
+    __slots__ = ("last", "running", "acc", "counting")
 
     def __init__(self):
         self.last = perf_counter()  # time of the last switch (= since when `running` runs)
         self.running = None  # greenlet that got the loop at the last switch
-        self.acc = new_acct()  # running's counters (kept by the full hook only)
+        self.acc = new_acct()  # running's counters (kept only while counting)
+        self.counting = False  # CPU accounting on (else the hook only watches)
 
 
-def _make_full_hook(st, prev):
+def _make_hook(st, prev):
+    """The thread's switch hook. It always records who runs since when (the watchdog reads
+    that); while st.counting it also charges the time since the last switch to origin and
+    counts a switch into target. One hook for its whole life, the mode a flag: a hook
+    installed after ours (gevent's monitor thread, a profiler) chains to this function,
+    so switching accounting on or off on demand must not need a new one."""
     perf = perf_counter
 
     def hook(event, args):
         now = perf()
         origin, target = args
-        if origin is st.running:
-            st.acc[0] += now - st.last
-        else:  # the hook did not see origin start running (installed meanwhile): look it up
-            acct(origin)[0] += now - st.last
-        try:
-            acc = target._cpu_acct
-        except AttributeError:  # first switch of a greenlet the runtime did not create
-            acc = acct(target)
-        acc[1] += 1
-        st.acc = acc
+        if st.counting:
+            if origin is st.running:
+                st.acc[0] += now - st.last
+            else:  # the hook did not see origin start running (installed meanwhile)
+                acct(origin)[0] += now - st.last
+            try:
+                acc = target._cpu_acct
+            except AttributeError:  # first switch of a greenlet the runtime did not create
+                acc = acct(target)
+            acc[1] += 1
+            st.acc = acc
         st.last = now
         st.running = target
-
-    if prev is None:
-        return hook
-
-    def chained(event, args):
-        hook(event, args)
-        prev(event, args)
-
-    return chained
-
-
-def _make_watch_hook(st, prev):
-    perf = perf_counter
-
-    def hook(event, args):
-        st.last = perf()
-        st.running = args[1]
 
     if prev is None:
         return hook
@@ -193,16 +183,19 @@ class _ThreadHook:
             if ours:
                 greenlet.settrace(self.prev)
             # else someone hooked in after us and chains to us: leave the chain intact
+            # (ours then only watches, and nobody reads what it writes)
             self.hook = None
+            self.state.counting = False
         else:
+            st = self.state
+            if mode == "full" and not st.counting:
+                # called in the loop's thread: the current greenlet runs
+                st.running = greenlet.getcurrent()
+                st.acc = acct(st.running)
+            st.counting = mode == "full"
             if self.mode is None:
                 self.prev = current  # chain to whatever is installed now
-            if mode == "full":  # called in the loop's thread: the current greenlet runs
-                self.state.running = greenlet.getcurrent()
-                self.state.acc = acct(self.state.running)
-            make = _make_full_hook if mode == "full" else _make_watch_hook
-            self.hook = make(self.state, self.prev)
-            if ours or self.mode is None:
+                self.hook = _make_hook(st, self.prev)
                 greenlet.settrace(self.hook)
         self.mode = mode
 
@@ -245,6 +238,7 @@ class SwitchTracer:
         self._timer = None
         self._win_start = perf_counter()
         self._demanded = 0.0
+        self._counting_since = 0.0  # on demand: when counting was last switched on
 
     @property
     def running(self):
@@ -278,7 +272,7 @@ class SwitchTracer:
     def _begin(self, current):
         """Start counting: fresh windows for every row, and the roll timer."""
         # The hub and main greenlet outlive runtimes: start their window afresh.
-        for g in [self.hub, self.main, current] + list(self.runtime._fibers.values()):
+        for g in [self.hub, self.main, current, self.other] + list(self.runtime._fibers.values()):
             add_counters(g)
             g.cpu_mark = acct(g)[0]
             if self.on_demand:  # what the last stretch measured is stale by now
@@ -305,17 +299,19 @@ class SwitchTracer:
     # -- on demand -------------------------------------------------------------------------
     def demand(self):
         """Someone reads top(): with on-demand accounting, switch it on (or keep it on for
-        another `linger` seconds). Returns True if it was off until now (nothing measured
-        yet). Call in the loop's thread."""
+        another `linger` seconds). Returns how many seconds are left until a first window
+        has been measured (0.0 once one has, or when accounting is not on demand): every
+        caller in that first window, not only the one that switched counting on, should
+        wait that long before reading. Call in the loop's thread."""
         if not self.on_demand or self._thread is None:
-            return False
-        self._demanded = perf_counter()
-        if self.accounting:
-            return False
-        self._begin(greenlet.getcurrent())
-        self.accounting = True
-        self._thread.refresh()  # the thread's hook counts from now on
-        return True
+            return 0.0
+        now = self._demanded = perf_counter()
+        if not self.accounting:
+            self._begin(greenlet.getcurrent())
+            self.accounting = True
+            self._thread.refresh()  # the thread's hook counts from now on
+            self._counting_since = now
+        return max(0.0, self._counting_since + self.window - now)
 
     def _lapse(self):
         """On demand, nobody has read top() for `linger` seconds: back to watching only."""

@@ -326,13 +326,14 @@ class Runtime:
 
         Without accounting every row reads zero (the fibers are still listed). With
         on-demand accounting a call switches it on (until nobody has called for
-        top_linger seconds); the call that switches it on waits one top_window, so its
-        rows show a measured window, not zeros.
+        top_linger seconds); every call until one top_window has passed since then waits
+        for the rest of it, so its rows show a measured window, not zeros.
         """
         self._purge()
         tracer = self._tracer
-        if tracer is not None and tracer.demand() and self.top_window:
-            gevent.sleep(self.top_window)  # real time: accounting measures real time
+        wait = tracer.demand() if tracer is not None else 0.0
+        if wait > 0:
+            gevent.sleep(wait)  # real time: accounting measures real time
             self._purge()
         if tracer is not None and tracer.accounting:
             return tracer.top()

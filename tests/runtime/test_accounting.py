@@ -245,7 +245,8 @@ def test_on_demand_accounting_counts_only_once_someone_reads_top():
         gate = gevent.event.Event()
         idle = rt.spawn(gate.wait, name="idle")
         rows = {r["name"]: r for r in rt.top()}  # switches it on, then waits one window
-        assert greenlet.gettrace() is not watch and rt.stats()["cpu_accounting"] is True
+        assert greenlet.gettrace() is watch  # the same hook: it counts now
+        assert rt.stats()["cpu_accounting"] is True
         assert rows["main"]["cpu_time"] > 0 and "idle" in rows  # a measured window, not zeros
 
         late = rt.spawn(_spin, 0.03, name="late")
@@ -265,7 +266,7 @@ def test_on_demand_accounting_lapses_when_nobody_reads_top_for_the_linger():
         watch = greenlet.gettrace()
         rt.top()
         tracer = rt._tracer
-        assert greenlet.gettrace() is not watch
+        assert greenlet.gettrace() is watch
         assert tracer.accounting
         tracer.roll(now=time.perf_counter() + 30.0)  # a window closes within the linger: stays on
         assert tracer.accounting
@@ -278,6 +279,59 @@ def test_on_demand_accounting_lapses_when_nobody_reads_top_for_the_linger():
         rows = {r["name"]: r for r in rt.top()}  # the next reader switches it on again
         assert tracer.accounting and rows["main"]["cpu_time"] > 0
     finally:
+        rt.stop()
+
+
+def test_on_demand_counts_when_another_hook_chained_to_ours_after_start():
+    """gevent's monitor thread (or a profiler) installs its hook after ours and calls ours
+    from it: switching accounting on must not need a new hook of ours."""
+    before = greenlet.gettrace()
+    rt = Runtime(watchdog_limit=0.5, cpu_accounting="on-demand", top_window=0.02)
+    rt.start()
+    ours = greenlet.gettrace()
+    seen = []
+
+    def later(event, args):  # chains to ours, as gevent's GreenletTracer does
+        seen.append(event)
+        ours(event, args)
+
+    greenlet.settrace(later)
+    try:
+        rt.top()  # on from here
+        busy = rt.spawn(_spin, 0.03, name="busy")
+        busy.join()
+        assert seen
+        assert busy.cpu_time >= 0.03 and busy.switches == 1
+        rt._tracer.roll(now=time.perf_counter() + 61.0)  # lapses: watching only again
+        quiet = rt.spawn(_spin, 0.01, name="quiet")
+        quiet.join()
+        assert quiet.cpu_time == 0.0
+    finally:
+        greenlet.settrace(ours)
+        rt.stop()
+    assert greenlet.gettrace() is before
+
+
+def test_every_top_in_the_first_window_waits_for_a_measured_one():
+    rt = Runtime(watchdog_limit=0.5, cpu_accounting="on-demand", top_window=0.05)
+    rt.start()
+    stop = []
+
+    def busy():
+        while not stop:
+            _spin(0.002)
+            gevent.sleep(0)
+
+    try:
+        rt.spawn(busy, name="busy")
+        first = rt.spawn(rt.top, name="first")
+        gevent.sleep(0)  # first switched accounting on and waits its window
+        second = rt.spawn(rt.top, name="second")
+        for reader in (first, second):
+            rows = {r["name"]: r for r in reader.get(timeout=30)}
+            assert rows["busy"]["average"] > 0, rows["busy"]  # a closed window, not zeros
+    finally:
+        stop.append(True)
         rt.stop()
 
 
