@@ -57,7 +57,7 @@ class HTTPMetrics:
         list update."""
         rec = self._routes.get((route, method))
         if rec is None:
-            rec = self._add(route, method)
+            rec = self._add(route, method, status)
         h, statuses = rec
         n = statuses.get(status)
         if n is None:
@@ -68,10 +68,13 @@ class HTTPMetrics:
         h[bisect_left(self._bounds, seconds)] += 1
         h[-1] += seconds
 
-    def _add(self, route, method):
+    def _add(self, route, method, status):
+        """A (route, method) seen for the first time, with its first status: the counter's
+        _created is taken before the histogram's, as the request counts them."""
         key = (route, method)
+        self._created[(route, method, status)] = self._clock.time()
         self._created[key] = self._clock.time()
-        rec = self._routes[key] = ([0] * len(self._bounds) + [0.0], {})
+        rec = self._routes[key] = ([0] * len(self._bounds) + [0.0], {status: 0})
         return rec
 
     # -- the collector interface (read by the registry at scrape time) --------------------
@@ -85,9 +88,13 @@ class HTTPMetrics:
         created = self._created
         requests = CounterMetricFamily(self._requests_name, _REQUESTS_DOC, labels=("route", "method", "status"))
         routes = list(self._routes.items())
-        for (route, method), (_, statuses) in routes:
-            for status, n in list(statuses.items()):
-                requests.add_metric((route, method, str(status)), float(n), created=created[(route, method, status)])
+        # In the order each (route, method, status) was first seen (_created keeps it),
+        # not grouped by route: the order prometheus_client's Counter gave.
+        for key, first_seen in list(created.items()):
+            if len(key) == 3:
+                route, method, status = key
+                n = self._routes[(route, method)][1][status]
+                requests.add_metric((route, method, str(status)), float(n), created=first_seen)
         yield requests
         latency = HistogramMetricFamily(self._latency_name, _LATENCY_DOC, labels=("route", "method"))
         le = self._le
