@@ -61,8 +61,7 @@ _DATA16 = struct.Struct(">5sBH").pack  # the "data" key, bin 16 / str 16 marker,
 # Ids up to 2**30 - 1 are built here (bigger ones by the packer): CPython 3.11 specialises
 # an int comparison only for ints of one 30-bit digit, the bound included.
 _ID_MAX = (1 << 30) - 1
-_sessions = {}  # session name -> its packed form, for OpRecords.take
-_SESSIONS_KEPT = 4096  # then it starts again (names come and go with fibers)
+_SESSIONS_KEPT = 4096  # OpRecords' packed session names; then it starts again (names come and go with fibers)
 
 
 def _by_uint_form(head, rest):
@@ -92,10 +91,13 @@ class OpRecords:
     would hold no other key (see PutMixin.put, Tube.take, Tube.ack).
     """
 
-    __slots__ = ("tube", "_put_bin8", "_put", "_take", "_ack")
+    __slots__ = ("tube", "_put_bin8", "_put", "_take", "_ack", "_sessions")
 
     def __init__(self, tube):
         self.tube = tube
+        # str session name -> its packed form. Only str: True, 1 and 1.0 are one dict key
+        # but three different msgpack values (the in-process API does not check the type).
+        self._sessions = {}
         name = _packb(tube)
         put = b"\x85\xa2op\xa3put\xa4tube" + name + b"\xa2id"
         self._put_bin8 = _by_uint_form(put, "12sd6sB")  # created_at, and the header of bin 8 data
@@ -130,11 +132,14 @@ class OpRecords:
         """{"op": "take", "tube": tube, "id": tid, "taken_at": taken_at, "session": session}"""
         if tid > _ID_MAX or type(taken_at) is not float:
             return _packb({"op": "take", "tube": self.tube, "id": tid, "taken_at": taken_at, "session": session})
-        packed = _sessions.get(session)
+        sessions = self._sessions
+        packed = sessions.get(session) if session.__class__ is str else None
         if packed is None:
-            if len(_sessions) >= _SESSIONS_KEPT:
-                _sessions.clear()
-            packed = _sessions[session] = b"\xa7session" + _packb(session)
+            packed = b"\xa7session" + _packb(session)
+            if session.__class__ is str:
+                if len(sessions) >= _SESSIONS_KEPT:
+                    sessions.clear()
+                sessions[session] = packed
         pack, head = self._take[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
         return pack(head, tid, b"\xa8taken_at\xcb", taken_at) + packed
 

@@ -158,3 +158,12 @@ def test_the_adapter_gives_encoders_only_to_a_journal_that_takes_encoded_ops():
         assert getattr(journal, "encoded", 0) == (1 if encoded else 0)
         assert journal.ops()[-1] == {"op": "put", "tube": "late", "id": 1, "data": b"x",
                                      "created_at": store.clock.monotonic()}
+
+
+def test_equal_sessions_of_other_types_are_each_packed_as_themselves():
+    """True, 1 and 1.0 are one dict key but three msgpack values: a cache of packed session
+    names must not give one the other's bytes (the in-process API takes any session)."""
+    enc = OpRecords("q")
+    for session in ("s1", True, 1, 1.0, "s1", 0, False, 0.0, -0.0, None, 1, True):
+        op = {"op": "take", "tube": "q", "id": 7, "taken_at": 1.5, "session": session}
+        assert enc.take(7, session, 1.5) == msgpack.packb(op, use_bin_type=True), session
