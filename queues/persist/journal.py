@@ -50,6 +50,11 @@ from .record import BODY_PREFIX, HEADER, HEADER_SIZE, MAGIC, VERSION, Encoder
 from .segment import FILE_HEADER, segment_name
 from .wal_thread import WalThread
 
+# What a completed batch switches into its waiters when their records are durable (a
+# failed one switches an exception): not None, which a greenlet that ends switches into
+# its parent - a fiber parked in wait() must not take that for its record being on disk.
+COMMITTED = object()
+
 MODES = ("none", "write", "fsync")
 INF = float("inf")
 ZERO_AHEAD = 128 << 10  # fsync mode keeps written zeros this far past its records
@@ -179,7 +184,7 @@ class Journal:
         self._pending = []
         self._waiters = []  # fibers parked on records not yet in a batch (fsync mode)
         self._wake = []  # fibers of a completed batch not yet woken (see _flushed)
-        self._wake_error = None
+        self._wake_error = COMMITTED
         self._pending_since = None  # monotonic time of the first pending record
         self._scheduled = False  # a _submit callback is queued
         self._hub = None  # the hub and the WAL thread, made at the first wait()
@@ -313,18 +318,22 @@ class Journal:
         try:
             wake = self._wake
             if wake:
-                error = wake.pop().switch(self._wake_error)
+                outcome = wake.pop().switch(self._wake_error)
             else:
-                error = hub.switch()
+                outcome = hub.switch()
+            while outcome is not COMMITTED and not isinstance(outcome, BaseException):
+                # Not the batch: a greenlet whose parent is this fiber ended, and greenlet
+                # switched here with its return value. Still a waiter: park again.
+                outcome = hub.switch()
         except BaseException:
             # Killed (or a Timeout) while parked: no batch may switch into this fiber
             # later, wherever it is parked by then (a Waiter would have absorbed that).
             self._forget(fiber)
             raise
-        if error is not None:
+        if outcome is not COMMITTED:
             # A copy per waiter: one instance raised in many fibers would pile up their
             # tracebacks (and keep their frames alive) on the shared object.
-            raise copy.copy(error)
+            raise copy.copy(outcome)
 
     def _forget(self, fiber):
         for waiters in (self._waiters, self._inflight.waiters if self._inflight else (), self._wake):
@@ -592,6 +601,8 @@ class Journal:
         back to the hub (one greenlet switch per wake instead of two). A fiber that
         blocks on anything else switches to the hub, which goes on with the list here.
         """
+        if error is None:
+            error = COMMITTED
         wake = waiters[::-1]
         self._wake, self._wake_error = wake, error
         failure = None
@@ -603,7 +614,7 @@ class Journal:
                                       # _flushed its end. Not BaseException: what is
                                       # thrown into the hub itself (HubDestroyed,
                                       # GreenletExit) must stop the loop here.
-        self._wake_error = None
+        self._wake_error = COMMITTED
         if failure is not None:  # reported as the hub reports a failed callback, after
             self._hub.handle_error(self, type(failure), failure, failure.__traceback__)
 

@@ -145,3 +145,30 @@ def test_the_hub_destroyed_by_a_woken_fiber_wakes_nobody_else(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=GUARD)
     assert "ran inside destroy: []" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_a_child_greenlet_ending_does_not_wake_its_parent_before_the_record_is_durable(tmp_path):
+    """greenlet switches a finished greenlet's return value into its parent: a fiber parked
+    in wait() must not take that for its batch's completion."""
+    disk = GatedDisk()
+    j = Journal(str(tmp_path), "fsync", FakeClock(), disk=disk)
+    gate = Gate()
+    disk.gates = [gate]
+    returned = []
+
+    def fiber():
+        token = j.log({"k": "parent"})
+        child = greenlet.greenlet(lambda: None)  # its parent: this fiber
+        gevent.get_hub().loop.run_callback(child.switch)  # ends while we wait below
+        j.wait(token)
+        returned.append(j._committed_lsn >= token)
+
+    f = gevent.spawn(fiber)
+    gate.wait_entered()  # the batch is in the thread, held
+    gevent.idle()  # the child has run and ended by now
+    try:
+        assert not returned and not f.dead  # still waiting for the disk
+    finally:
+        gate.go.set()
+    f.get(timeout=GUARD)
+    assert returned == [True]
