@@ -37,6 +37,7 @@ disk agree again and writes resume.
 import collections
 import copy
 import errno
+import functools
 import os
 import time as _time
 import zlib
@@ -132,6 +133,7 @@ class Journal:
         "repair_interval", "logger", "lsn", "_committed_lsn", "_pack", "_time", "_monotonic",
         "_none", "_direct", "_mapped", "_seg", "_sealed", "_rotate", "_pending",
         "_waiters", "_scheduled", "_pending_since", "_hub", "_thread", "_wake", "_wake_error",
+        "_syncing",
         "_inflight", "_broken", "_failed", "_repairing", "_last_repair", "_closed",
         "_logged", "_mark", "_threshold", "_threshold_at", "_bytes_written", "_lsn0", "_fsync",
         "batches", "fsyncs",
@@ -185,6 +187,7 @@ class Journal:
         self._waiters = []  # fibers parked on records not yet in a batch (fsync mode)
         self._wake = []  # fibers of a completed batch not yet woken (see _flushed)
         self._wake_error = COMMITTED
+        self._syncing = []  # write mode: threadpool jobs syncing sealed segments
         self._pending_since = None  # monotonic time of the first pending record
         self._scheduled = False  # a _submit callback is queued
         self._hub = None  # the hub and the WAL thread, made at the first wait()
@@ -501,10 +504,12 @@ class Journal:
             if seg.written < seg.end:
                 keep.append(seg)
                 continue
-            self._finalize_now(seg)
+            self._finalize_now(seg, sync=self.mode == "write")
         self._sealed = keep
 
-    def _finalize_now(self, seg):
+    def _finalize_now(self, seg, sync=False):
+        """Trim seg to its records and close it; with sync (a write-mode segment sealed
+        by rotation), fdatasync it first, in a threadpool thread."""
         if seg.map is not None:
             seg.map.close()
             seg.map = None
@@ -514,11 +519,44 @@ class Journal:
             self.disk.ftruncate(seg.fd, seg.end)
         except OSError as exc:  # the records are safe; only the reservation leaks
             self._warn("cannot trim WAL segment %s: %s", seg.path, exc)
+        fd, seg.fd = seg.fd, None
+        if sync:
+            # Write mode promises nothing against a power loss, but only the newest
+            # segment's tail may be lost then: a sealed segment left to the kernel's
+            # writeback could come back with holes while later segments are whole, and
+            # recovery would stop at the hole (--force-recovery). So a sealed segment is
+            # fdatasynced (and its directory entry made durable) off the loop, once.
+            job = gevent.get_hub().threadpool.spawn(self._sync_sealed, fd)
+            job.rawlink(functools.partial(self._sealed_synced, seg.path))
+            self._syncing = [j for j in self._syncing if not j.ready()] + [job]
+            return
         try:
-            self.disk.close(seg.fd)
+            self.disk.close(fd)
         except OSError:
             pass
-        seg.fd = None
+
+    def _sync_sealed(self, fd):
+        """In a threadpool thread: make a sealed write-mode segment durable and close it.
+        Returns the OSError, if any (logged by the loop: no logging from this thread)."""
+        disk = self.disk
+        try:
+            disk.fsync_dir(self.wal_dir)
+            disk.fdatasync(fd)
+            return None
+        except OSError as exc:
+            return exc
+        finally:
+            try:
+                disk.close(fd)
+            except OSError:
+                pass
+
+    def _sealed_synced(self, path, job):
+        exc = job.value if job.successful() else job.exception
+        if exc is not None:
+            self.write_errors += 1
+            self._warn("cannot fdatasync sealed WAL segment %s (its records survive a crash of "
+                       "the server, not yet a power loss): %s", path, exc)
 
     def _account(self, groups, sync):
         for group in groups:
@@ -687,6 +725,9 @@ class Journal:
         seg = self._seg
         if seg is not None and seg.fd is not None and self._broken is None:
             gevent.get_hub().threadpool.apply(self.disk.fdatasync, (seg.fd,))
+        for job in self._syncing:  # write mode: sealed segments still being synced
+            job.wait()
+        self._syncing = []
 
     def _drain(self):
         """Wait (cooperatively) until no record is pending, scheduled or in flight.
