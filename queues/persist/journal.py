@@ -717,14 +717,19 @@ class Journal:
     def sync(self):
         """Write and fsync everything logged so far (cooperative; used by close).
 
-        Raises WalError when a batch is still in the WAL thread after commit_timeout."""
+        Raises WalError when a batch is still in the WAL thread after commit_timeout, and
+        WalIOError (WalDiskFull) when the final fdatasync fails."""
         if self.mode == "none" or self._broken is not None:
             return
         if self._fsync and not self._drain():
             raise WalError(f"WAL sync: a batch was still being written after {self.commit_timeout} s")
         seg = self._seg
         if seg is not None and seg.fd is not None and self._broken is None:
-            gevent.get_hub().threadpool.apply(self.disk.fdatasync, (seg.fd,))
+            try:
+                gevent.get_hub().threadpool.apply(self.disk.fdatasync, (seg.fd,))
+            except OSError as exc:
+                self.write_errors += 1
+                raise self._os_error(exc, "fdatasync WAL segment " + seg.path) from None
         for job in self._syncing:  # write mode: sealed segments still being synced
             job.wait()
         self._syncing = []

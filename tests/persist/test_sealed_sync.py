@@ -6,8 +6,10 @@ import logging
 import os
 
 import gevent
+import pytest
 
 from fiberapp.runtime.clock import FakeClock
+from queues.persist.errors import WalIOError
 from queues.persist.journal import Journal
 
 from .faults import FaultyDisk
@@ -90,3 +92,13 @@ def test_fsync_mode_seals_without_an_extra_sync(tmp_path):
     batches = j.fsyncs
     j.close()
     assert len(disk.synced) <= batches + 1  # the batches, and close()'s own
+
+
+def test_a_failing_final_fdatasync_is_a_typed_error(tmp_path):
+    disk = SyncLog()
+    j = Journal(str(tmp_path), "write", FakeClock(), disk=disk)
+    j.log({"op": "put", "id": 1, "data": b"x"})
+    disk.fail_path = os.path.join(str(tmp_path), "00000000000000000001.wal")
+    with pytest.raises(WalIOError, match="fdatasync WAL segment"):
+        j.close()
+    assert j._seg is None  # the files are closed all the same
