@@ -328,7 +328,9 @@ class Connection:
         try:
             for request in ready:
                 if request.__class__ is Request:
-                    if plain:
+                    if plain or counted:
+                        if counted:
+                            t0 = monotonic()
                         try:
                             resp = app(request)
                         except ClientDisconnected:
@@ -336,18 +338,10 @@ class Connection:
                         except Exception:
                             log.exception("application raised for %s %s", request.method, request.path)
                             resp = _INTERNAL
-                    elif counted:
-                        t0 = monotonic()
-                        try:
-                            resp = app(request)
-                        except ClientDisconnected:
-                            raise
-                        except Exception:
-                            log.exception("application raised for %s %s", request.method, request.path)
-                            resp = _INTERNAL
-                        route = request.route
-                        metrics.observe("<unmatched>" if route is None else route.name, request.method,
-                                        resp.status, monotonic() - t0)
+                        if counted:
+                            route = request.route
+                            metrics.observe("<unmatched>" if route is None else route.name, request.method,
+                                            resp.status, monotonic() - t0)
                     else:
                         resp = self._handle(request)
                     # server.stopping read after the handler: a stop may begin while it runs
