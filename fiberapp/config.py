@@ -105,21 +105,30 @@ SCHEMA = {k.name: k for k in (
 PASSTHROUGH_TABLES = ("pg", "redis")
 
 
+def _as_bool(value, source):
+    """True or False for a TOML boolean, or (from env/CLI) 1/true/yes/on or 0/false/no/off;
+    None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and source != "file":
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+    return None
+
+
 def _coerce(key, value, source):
     """Convert value (from TOML, or a string from env/CLI) to key.type; raise ValueError."""
     t = key.type
     if value is None:
         return None
     if t is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and source != "file":
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        raise ValueError(f"must be true or false; got {value!r}")
+        flag = _as_bool(value, source)
+        if flag is None:
+            raise ValueError(f"must be true or false; got {value!r}")
+        return flag
     if t is int:
         if isinstance(value, bool):
             raise ValueError(f"must be an integer; got {value!r}")
@@ -143,16 +152,12 @@ def _coerce(key, value, source):
                 pass
         raise ValueError(f"must be a number; got {value!r}")
     if t == "accounting":  # true, false or "on-demand"
-        if isinstance(value, bool) or value == "on-demand":
-            return value
-        if isinstance(value, str) and source != "file":
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            if low == "on-demand":
-                return "on-demand"
+        if value == "on-demand" or (isinstance(value, str) and source != "file"
+                                    and value.strip().lower() == "on-demand"):
+            return "on-demand"
+        flag = _as_bool(value, source)
+        if flag is not None:
+            return flag
         raise ValueError(f'must be true, false or "on-demand"; got {value!r}')
     if t is list:
         if isinstance(value, list):
