@@ -132,14 +132,15 @@ class OpRecords:
         """{"op": "take", "tube": tube, "id": tid, "taken_at": taken_at, "session": session}"""
         if tid > _ID_MAX or type(taken_at) is not float:
             return _packb({"op": "take", "tube": self.tube, "id": tid, "taken_at": taken_at, "session": session})
-        sessions = self._sessions
-        packed = sessions.get(session) if session.__class__ is str else None
-        if packed is None:
-            packed = b"\xa7session" + _packb(session)
-            if session.__class__ is str:
+        if session.__class__ is str:
+            sessions = self._sessions
+            packed = sessions.get(session)
+            if packed is None:
                 if len(sessions) >= _SESSIONS_KEPT:
                     sessions.clear()
-                sessions[session] = packed
+                packed = sessions[session] = b"\xa7session" + _packb(session)
+        else:
+            packed = b"\xa7session" + _packb(session)
         pack, head = self._take[3 if tid > 65535 else 2 if tid > 255 else 1 if tid > 127 else 0]
         return pack(head, tid, b"\xa8taken_at\xcb", taken_at) + packed
 
