@@ -1,6 +1,8 @@
 """Small helpers every benchmark harness needs: a free port, waiting for a server to listen,
-and how contended the CPUs were (printed next to results, since the cores are shared)."""
+stopping it, and how contended the CPUs were (printed next to results, since the cores are
+shared)."""
 import socket
+import subprocess
 import time
 
 
@@ -21,6 +23,16 @@ def wait_listening(port, timeout=10.0, what="server"):
         except OSError:
             time.sleep(0.05)  # a benchmark harness, not a test: polling for readiness
     raise RuntimeError(f"{what} never listened on port {port}")
+
+
+def stop_process(proc, timeout):
+    """SIGTERM proc and wait up to timeout seconds for it to exit, then SIGKILL it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_pressure():

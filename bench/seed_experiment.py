@@ -401,12 +401,9 @@ def _free_port():
 
 
 def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from bench.common import stop_process
+
+    stop_process(proc, 15)
 
 
 def main(argv=None):

@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 
+from bench.common import stop_process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -160,12 +162,7 @@ def count_server(kind, args, tmp, delay_port, n_work):
                 dst.write(src.read())
             print(f"{kind:9s} callgrind dump kept: {kept} (callgrind_annotate --inclusive=yes {kept})", flush=True)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 60)
     return ir / args.requests
 
 
@@ -187,12 +184,7 @@ def count_syscalls(target, path, port, env, args):
         tracer.wait(60)
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 60)
     counts = {}
     with open(out) as f:
         for line in f:

@@ -29,7 +29,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from bench.common import cpu_pressure, free_port
+from bench.common import cpu_pressure, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "deploy" / "taxi" / "app.py"
@@ -208,12 +208,7 @@ def main(argv=None):
         result["server"]["loop_holds"] = loop_holds(Path(tmp) / "server.log")
         result["server"]["log"] = str(Path(tmp) / "server.log")
     finally:
-        server.terminate()
-        try:
-            server.wait(300 if wrap else 30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 300 if wrap else 30)
         if wrap and "server" in result:
             result["server"]["instructions"] = instructions(Path(tmp) / "server.log")
         if not args.keep:
