@@ -20,14 +20,19 @@ def only_connection(server):
     return next(iter(server._connections))
 
 
-def test_keep_alive_requests_reuse_one_running_read_watcher(serve, connect):
-    router = Router()
+def answered_once(serve, connect, router):
+    """Serve router (with GET /x -> "ok" added), connect and have one GET /x answered:
+    (server, client, the server's connection)."""
     router.get("/x")(lambda request: "ok")
     server = serve(router)
     c = connect(server)
     c.send(get("/x"))
     assert c.read_response()["body"] == b"ok"
-    conn = only_connection(server)
+    return server, c, only_connection(server)
+
+
+def test_keep_alive_requests_reuse_one_running_read_watcher(serve, connect):
+    server, c, conn = answered_once(serve, connect, Router())
     wait_for(lambda: conn._reader is not None, what="the connection to wait for its next request")
     watcher = conn._watcher
     assert watcher.active
@@ -48,14 +53,9 @@ def test_bytes_arriving_while_a_handler_runs_stop_the_watcher_until_the_next_rea
 
     router = Router()
     router.get("/slow")(slow)
-    router.get("/x")(lambda request: "ok")
-    server = serve(router)
-    c = connect(server)
-    c.send(get("/x"))
-    assert c.read_response()["body"] == b"ok"  # the watcher is running now
+    server, c, conn = answered_once(serve, connect, router)  # the watcher is running now
     c.send(get("/slow"))
     assert entered.wait(timeout=5)
-    conn = only_connection(server)
     watcher = conn._watcher
     c.send(get("/x"))  # pipelined while the handler waits: the watcher fires, nobody reads
     wait_for(lambda: not watcher.active, what="the watcher to stop itself")
@@ -66,13 +66,7 @@ def test_bytes_arriving_while_a_handler_runs_stop_the_watcher_until_the_next_rea
 
 
 def test_a_closed_connection_closes_its_watcher(serve, connect):
-    router = Router()
-    router.get("/x")(lambda request: "ok")
-    server = serve(router)
-    c = connect(server)
-    c.send(get("/x"))
-    assert c.read_response()["body"] == b"ok"
-    conn = only_connection(server)
+    server, c, conn = answered_once(serve, connect, Router())
     watcher = conn._watcher
     c.close()
     wait_for(lambda: not server._connections, what="the server to drop the connection")

@@ -38,6 +38,22 @@ def _raw_waiter_that_dies_raising(j):
     return hub
 
 
+def _reported(hub, monkeypatch):
+    """What the hub reports as failed callbacks (the dying waiter's error), as a list."""
+    reported = []
+    monkeypatch.setattr(hub, "handle_error", lambda *args: reported.append(args[1]))
+    return reported
+
+
+def _gated_journal(tmp_path):
+    """An fsync journal whose first fdatasync stops at a gate; commit_timeout 0, so the
+    held batch expires at once."""
+    disk = GatedDisk()
+    gate = Gate()
+    disk.gates = [gate]
+    return Journal(str(tmp_path), "fsync", FakeClock(), disk=disk, commit_timeout=0), gate
+
+
 def _outcome(j, n):
     try:
         j.wait(j.log({"k": n}))
@@ -47,13 +63,8 @@ def _outcome(j, n):
 
 
 def test_a_timed_out_batch_reaches_every_waiter_even_if_one_dies_raising(tmp_path, monkeypatch):
-    disk = GatedDisk()
-    j = Journal(str(tmp_path), "fsync", FakeClock(), disk=disk, commit_timeout=0)
-    gate = Gate()
-    disk.gates = [gate]
-    hub = _raw_waiter_that_dies_raising(j)
-    reported = []
-    monkeypatch.setattr(hub, "handle_error", lambda *args: reported.append(args[1]))
+    j, gate = _gated_journal(tmp_path)
+    reported = _reported(_raw_waiter_that_dies_raising(j), monkeypatch)
     fibers = [gevent.spawn(_outcome, j, n) for n in range(3)]
     gate.wait_entered()
     try:
@@ -65,16 +76,11 @@ def test_a_timed_out_batch_reaches_every_waiter_even_if_one_dies_raising(tmp_pat
 
 
 def test_closing_with_waiters_reaches_every_one_even_if_one_dies_raising(tmp_path, monkeypatch):
-    disk = GatedDisk()
-    j = Journal(str(tmp_path), "fsync", FakeClock(), disk=disk, commit_timeout=0)
-    gate = Gate()
-    disk.gates = [gate]
+    j, gate = _gated_journal(tmp_path)
     first = gevent.spawn(_outcome, j, "first")
     gate.wait_entered()  # a batch hangs in the thread: later records stay pending
     assert first.get(timeout=GUARD) == "WalError"
-    hub = _raw_waiter_that_dies_raising(j)
-    reported = []
-    monkeypatch.setattr(hub, "handle_error", lambda *args: reported.append(args[1]))
+    reported = _reported(_raw_waiter_that_dies_raising(j), monkeypatch)
     fibers = [gevent.spawn(_outcome, j, n) for n in range(3)]
     gevent.idle()
     try:
